@@ -1,0 +1,429 @@
+//! Where the table service is and how to sign in: connection strings,
+//! account keys, SAS tokens. Secrets never show in `Debug` output or errors.
+
+use std::fmt;
+use std::time::Duration;
+
+use crate::error::{Error, Result};
+use crate::model::{DEFAULT_CUSTOM_STATUS_LIMIT, MAX_CUSTOM_STATUS_LIMIT};
+
+/// The account name of the storage emulator.
+pub const EMULATOR_ACCOUNT: &str = "devstoreaccount1";
+/// The emulator's well-known, public account key.
+pub const EMULATOR_ACCOUNT_KEY: &str =
+    "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw==";
+
+/// The environment variables read by [`StorageConfig::from_env`], in order.
+pub const CONNECTION_STRING_VARIABLES: [&str; 2] =
+    ["AzureWebJobsStorage", "AZURE_STORAGE_CONNECTION_STRING"];
+
+/// A secret string (an account key, a SAS token). Its `Debug` output is
+/// redacted, and it has no `Display`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    /// Wraps a secret.
+    pub fn new(value: impl Into<String>) -> Self {
+        Secret(value.into())
+    }
+
+    /// The secret itself; call only to hand it to the signer.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(<redacted>)")
+    }
+}
+
+/// How requests are authorized.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Credentials {
+    /// Shared Key: the account name and one of its keys.
+    AccountKey {
+        /// The storage account name.
+        account: String,
+        /// The account key (base64).
+        key: Secret,
+    },
+    /// A shared access signature (the query string, with or without `?`).
+    SharedAccessSignature(Secret),
+}
+
+/// Where the table service is and how to sign in.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StorageConfig {
+    /// The table service endpoint, e.g. `https://acct.table.core.windows.net`
+    /// or `http://127.0.0.1:10002/devstoreaccount1`, without a trailing `/`.
+    pub table_endpoint: String,
+    /// The account name (for Shared Key signing, and for display).
+    pub account: String,
+    /// How requests are authorized.
+    pub credentials: Credentials,
+}
+
+impl StorageConfig {
+    /// The local emulator at its default address, `127.0.0.1:10002`.
+    pub fn development_storage() -> Self {
+        Self::emulator_at("http://127.0.0.1:10002")
+    }
+
+    /// An emulator at `base` (scheme, host and port), with the well-known
+    /// development account.
+    pub fn emulator_at(base: &str) -> Self {
+        StorageConfig {
+            table_endpoint: format!("{}/{EMULATOR_ACCOUNT}", base.trim_end_matches('/')),
+            account: EMULATOR_ACCOUNT.into(),
+            credentials: Credentials::AccountKey {
+                account: EMULATOR_ACCOUNT.into(),
+                key: Secret::new(EMULATOR_ACCOUNT_KEY),
+            },
+        }
+    }
+
+    /// A public-cloud account with an access key.
+    pub fn account_key(account: impl Into<String>, key: impl Into<String>) -> Result<Self> {
+        let account = account.into();
+        validate_account(&account)?;
+        Ok(StorageConfig {
+            table_endpoint: format!("https://{account}.table.core.windows.net"),
+            credentials: Credentials::AccountKey {
+                account: account.clone(),
+                key: Secret::new(key),
+            },
+            account,
+        })
+    }
+
+    /// Parses a storage connection string. Accepted forms:
+    /// - `UseDevelopmentStorage=true` (optionally with `DevelopmentStorageProxyUri`);
+    /// - `DefaultEndpointsProtocol=https;AccountName=..;AccountKey=..;EndpointSuffix=..`;
+    /// - `AccountName=..;AccountKey=..;TableEndpoint=..` (e.g. an emulator elsewhere);
+    /// - `TableEndpoint=..;SharedAccessSignature=..`.
+    ///
+    /// Errors name the missing or malformed setting, never a secret.
+    pub fn from_connection_string(text: &str) -> Result<Self> {
+        let settings = parse_settings(text)?;
+        let get = |name: &str| {
+            settings
+                .iter()
+                .find(|(key, _)| key.eq_ignore_ascii_case(name))
+                .map(|(_, value)| value.as_str())
+        };
+
+        if get("UseDevelopmentStorage").is_some_and(|v| v.eq_ignore_ascii_case("true")) {
+            return Ok(match get("DevelopmentStorageProxyUri") {
+                Some(proxy) => {
+                    // The proxy's scheme and host, with the table port.
+                    let proxy = proxy.trim_end_matches('/');
+                    let (scheme, host) = proxy.split_once("://").unwrap_or(("http", proxy));
+                    let host = host.split(['/', ':']).next().unwrap_or(host);
+                    Self::emulator_at(&format!("{scheme}://{host}:10002"))
+                }
+                None => Self::development_storage(),
+            });
+        }
+
+        let account = get("AccountName").map(str::to_owned);
+        let table_endpoint = match get("TableEndpoint") {
+            Some(endpoint) => {
+                let endpoint = endpoint.trim_end_matches('/');
+                if !(endpoint.starts_with("https://") || endpoint.starts_with("http://")) {
+                    return Err(Error::Config(format!(
+                        "TableEndpoint must be an http(s) URL, got '{endpoint}'"
+                    )));
+                }
+                endpoint.to_owned()
+            }
+            None => {
+                let account = account.as_deref().ok_or_else(|| {
+                    Error::Config(
+                        "the connection string has neither TableEndpoint nor AccountName".into(),
+                    )
+                })?;
+                validate_account(account)?;
+                let protocol = get("DefaultEndpointsProtocol").unwrap_or("https");
+                if !matches!(protocol, "https" | "http") {
+                    return Err(Error::Config(format!(
+                        "DefaultEndpointsProtocol must be https or http, got '{protocol}'"
+                    )));
+                }
+                let suffix = get("EndpointSuffix").unwrap_or("core.windows.net");
+                format!("{protocol}://{account}.table.{suffix}")
+            }
+        };
+
+        let credentials = match (get("AccountKey"), get("SharedAccessSignature")) {
+            (Some(key), _) => Credentials::AccountKey {
+                account: account.clone().ok_or_else(|| {
+                    Error::Config("AccountKey is set but AccountName is missing".into())
+                })?,
+                key: Secret::new(key),
+            },
+            (None, Some(sas)) => {
+                Credentials::SharedAccessSignature(Secret::new(sas.trim_start_matches('?')))
+            }
+            (None, None) => {
+                return Err(Error::Config(
+                    "the connection string has neither AccountKey nor SharedAccessSignature".into(),
+                ))
+            }
+        };
+        let account = account.unwrap_or_else(|| account_from_endpoint(&table_endpoint));
+        Ok(StorageConfig {
+            table_endpoint,
+            account,
+            credentials,
+        })
+    }
+
+    /// Reads a connection string from `AzureWebJobsStorage`, then
+    /// `AZURE_STORAGE_CONNECTION_STRING`. `Ok(None)` when neither is set.
+    pub fn from_env() -> Result<Option<Self>> {
+        for name in CONNECTION_STRING_VARIABLES {
+            if let Ok(value) = std::env::var(name) {
+                if !value.trim().is_empty() {
+                    return Self::from_connection_string(&value)
+                        .map(Some)
+                        .map_err(|e| Error::Config(format!("{name}: {e}")));
+                }
+            }
+        }
+        Ok(None)
+    }
+}
+
+fn parse_settings(text: &str) -> Result<Vec<(String, String)>> {
+    let mut settings = Vec::new();
+    for part in text.split(';').map(str::trim).filter(|p| !p.is_empty()) {
+        // A SAS or a key may hold '=': split at the first one only.
+        let (key, value) = part.split_once('=').ok_or_else(|| {
+            let name: String = part
+                .chars()
+                .take_while(|c| c.is_ascii_alphanumeric())
+                .collect();
+            Error::Config(format!(
+                "setting '{name}' in the connection string has no '='"
+            ))
+        })?;
+        settings.push((key.trim().to_owned(), value.trim().to_owned()));
+    }
+    if settings.is_empty() {
+        return Err(Error::Config("the connection string is empty".into()));
+    }
+    Ok(settings)
+}
+
+fn validate_account(account: &str) -> Result<()> {
+    if account.is_empty() || !account.chars().all(|c| c.is_ascii_alphanumeric()) {
+        return Err(Error::Config(format!(
+            "AccountName must be letters and digits, got '{account}'"
+        )));
+    }
+    Ok(())
+}
+
+/// `acct` from `https://acct.table.core.windows.net`, or the first path
+/// segment of an emulator URL (`http://127.0.0.1:10002/devstoreaccount1`).
+fn account_from_endpoint(endpoint: &str) -> String {
+    let rest = endpoint
+        .split_once("://")
+        .map_or(endpoint, |(_, rest)| rest);
+    let (host, path) = rest.split_once('/').unwrap_or((rest, ""));
+    let first_label = host.split('.').next().unwrap_or_default();
+    if host.contains(".table.") {
+        first_label.to_owned()
+    } else {
+        path.split('/').next().unwrap_or_default().to_owned()
+    }
+}
+
+/// How a store behaves, beyond where it stores.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoreOptions {
+    /// The custom status limit in bytes of UTF-16 JSON text. Default 16,384
+    /// (Durable Functions' limit); at most 65,536.
+    pub custom_status_limit: usize,
+    /// The total time the client may spend retrying one request on
+    /// throttling, server errors and broken connections.
+    pub retry_budget: Duration,
+    /// How long one HTTP request may take.
+    pub request_timeout: Duration,
+    /// Retries of the read-modify-write helper on a lost race.
+    pub conflict_retries: u32,
+}
+
+impl Default for StoreOptions {
+    fn default() -> Self {
+        StoreOptions {
+            custom_status_limit: DEFAULT_CUSTOM_STATUS_LIMIT,
+            retry_budget: Duration::from_secs(10),
+            request_timeout: Duration::from_secs(30),
+            conflict_retries: 200,
+        }
+    }
+}
+
+impl StoreOptions {
+    /// Checks the options; a limit above Table Storage's is refused.
+    pub fn validate(&self) -> Result<()> {
+        if self.custom_status_limit == 0 || self.custom_status_limit > MAX_CUSTOM_STATUS_LIMIT {
+            return Err(Error::invalid(
+                "custom status limit",
+                format!(
+                    "{} bytes is outside 1..={MAX_CUSTOM_STATUS_LIMIT} (Table Storage's 64 KiB property limit)",
+                    self.custom_status_limit
+                ),
+            ));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const KEY: &str = "c2VjcmV0LWtleS12YWx1ZQ==";
+
+    #[test]
+    fn development_storage() {
+        let config = StorageConfig::from_connection_string("UseDevelopmentStorage=true").unwrap();
+        assert_eq!(
+            config.table_endpoint,
+            "http://127.0.0.1:10002/devstoreaccount1"
+        );
+        assert_eq!(config.account, "devstoreaccount1");
+        let proxied = StorageConfig::from_connection_string(
+            "UseDevelopmentStorage=true;DevelopmentStorageProxyUri=http://10.0.0.5",
+        )
+        .unwrap();
+        assert_eq!(
+            proxied.table_endpoint,
+            "http://10.0.0.5:10002/devstoreaccount1"
+        );
+    }
+
+    #[test]
+    fn account_key_with_suffix() {
+        let config = StorageConfig::from_connection_string(&format!(
+            "DefaultEndpointsProtocol=https;AccountName=myacct;AccountKey={KEY};EndpointSuffix=core.chinacloudapi.cn"
+        ))
+        .unwrap();
+        assert_eq!(
+            config.table_endpoint,
+            "https://myacct.table.core.chinacloudapi.cn"
+        );
+        assert_eq!(
+            config.credentials,
+            Credentials::AccountKey {
+                account: "myacct".into(),
+                key: Secret::new(KEY)
+            }
+        );
+        let default_suffix =
+            StorageConfig::from_connection_string(&format!("AccountName=myacct;AccountKey={KEY}"))
+                .unwrap();
+        assert_eq!(
+            default_suffix.table_endpoint,
+            "https://myacct.table.core.windows.net"
+        );
+    }
+
+    #[test]
+    fn explicit_table_endpoint_with_key() {
+        let config = StorageConfig::from_connection_string(&format!(
+            "DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;AccountKey={KEY};TableEndpoint=http://127.0.0.1:10102/devstoreaccount1/;"
+        ))
+        .unwrap();
+        assert_eq!(
+            config.table_endpoint,
+            "http://127.0.0.1:10102/devstoreaccount1"
+        );
+    }
+
+    #[test]
+    fn sas_connection_string() {
+        let config = StorageConfig::from_connection_string(
+            "TableEndpoint=https://myacct.table.core.windows.net/;SharedAccessSignature=?sv=2022-11-02&ss=t&sig=abc%3D",
+        )
+        .unwrap();
+        assert_eq!(config.account, "myacct");
+        assert_eq!(
+            config.credentials,
+            Credentials::SharedAccessSignature(Secret::new("sv=2022-11-02&ss=t&sig=abc%3D"))
+        );
+    }
+
+    #[test]
+    fn bad_connection_strings_name_the_setting_not_the_secret() {
+        for (text, expected) in [
+            ("", "empty"),
+            (
+                "AccountName=acct",
+                "neither AccountKey nor SharedAccessSignature",
+            ),
+            (
+                &format!("AccountKey={KEY}"),
+                "neither TableEndpoint nor AccountName",
+            ),
+            (
+                &format!("AccountName=my-acct;AccountKey={KEY}"),
+                "AccountName",
+            ),
+            (
+                &format!("TableEndpoint=ftp://x;AccountName=a;AccountKey={KEY}"),
+                "TableEndpoint",
+            ),
+            (
+                &format!("AccountName=a;AccountKey={KEY};Broken"),
+                "'Broken'",
+            ),
+        ] {
+            let err = StorageConfig::from_connection_string(text)
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(expected), "{text}: {err}");
+            assert!(!err.contains(KEY), "{err}");
+        }
+    }
+
+    #[test]
+    fn debug_output_hides_secrets() {
+        let key = StorageConfig::from_connection_string(&format!("AccountName=a;AccountKey={KEY}"))
+            .unwrap();
+        let sas = StorageConfig::from_connection_string(
+            "TableEndpoint=https://a.table.core.windows.net;SharedAccessSignature=sig=topsecret",
+        )
+        .unwrap();
+        for config in [key, sas] {
+            let debug = format!("{config:?} {config:#?}");
+            assert!(
+                !debug.contains(KEY) && !debug.contains("topsecret"),
+                "{debug}"
+            );
+            assert!(debug.contains("<redacted>"), "{debug}");
+        }
+    }
+
+    #[test]
+    fn custom_status_limit_is_capped_at_64_kib() {
+        let options = |limit| StoreOptions {
+            custom_status_limit: limit,
+            ..StoreOptions::default()
+        };
+        assert_eq!(StoreOptions::default().custom_status_limit, 16_384);
+        assert!(options(65_536).validate().is_ok());
+        let err = options(65_537).validate().unwrap_err().to_string();
+        assert!(
+            err.contains("custom status limit") && err.contains("65537"),
+            "{err}"
+        );
+        assert!(options(0).validate().is_err());
+    }
+}

@@ -1,0 +1,243 @@
+//! Starts the Azurite table emulator bundled in the repository's `azurite/`
+//! folder, for tests, benchmarks and the demo.
+//!
+//! The emulator runs on a free loopback port, in memory, and exits when the
+//! [`Azurite`] value is dropped or the process that started it ends in any
+//! way (it watches its standard input, which only this process holds).
+
+use std::io::{BufRead, BufReader, Read};
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use crate::config::StorageConfig;
+use crate::error::{Error, Result};
+
+/// The variable that points at another `azurite/` folder.
+pub const AZURITE_DIR_VARIABLE: &str = "DURABLE_STATUS_AZURITE_DIR";
+
+const READY_LINE: &str = "successfully started";
+const START_TIMEOUT: Duration = Duration::from_secs(30);
+const INSTALL_TIMEOUT: Duration = Duration::from_secs(300);
+const PORT_ATTEMPTS: usize = 5;
+
+/// A running Azurite table service.
+#[derive(Debug)]
+pub struct Azurite {
+    child: Child,
+    // Held open for the emulator's lifetime: when it closes, the emulator exits.
+    stdin: Option<ChildStdin>,
+    port: u16,
+}
+
+impl Azurite {
+    /// The `azurite/` folder of this source tree, or the one named by
+    /// `DURABLE_STATUS_AZURITE_DIR`.
+    pub fn bundled_dir() -> PathBuf {
+        std::env::var_os(AZURITE_DIR_VARIABLE)
+            .map(PathBuf::from)
+            .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("azurite"))
+    }
+
+    /// Installs (when missing) and starts the bundled emulator.
+    pub fn start_bundled() -> Result<Self> {
+        Self::start(&Self::bundled_dir())
+    }
+
+    /// Installs the pinned Azurite in `dir` when missing (with `npm ci`,
+    /// saying so on stderr), then starts it on a free loopback port.
+    pub fn start(dir: &Path) -> Result<Self> {
+        install_if_missing(dir)?;
+        let mut last_error = None;
+        for _ in 0..PORT_ATTEMPTS {
+            let port = free_port()?;
+            match Self::start_on(dir, port) {
+                Ok(azurite) => return Ok(azurite),
+                // Another process may have taken the port meanwhile: try another.
+                Err(e) if e.to_string().contains("EADDRINUSE") => last_error = Some(e),
+                Err(e) => return Err(e),
+            }
+        }
+        Err(last_error.unwrap_or_else(|| Error::Emulator("no free port".into())))
+    }
+
+    fn start_on(dir: &Path, port: u16) -> Result<Self> {
+        let script = dir.join("table-server.js");
+        let mut child = Command::new("node")
+            .arg(&script)
+            .args([
+                "--host",
+                "127.0.0.1",
+                "--port",
+                &port.to_string(),
+                "--exit-with-stdin",
+            ])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(|e| {
+                Error::Emulator(format!(
+                    "cannot run `node {}`: {e} (Node.js 18 or later must be on PATH)",
+                    script.display()
+                ))
+            })?;
+        let stdin = child.stdin.take();
+        let stdout = child.stdout.take().expect("stdout is piped");
+        let mut stderr = child.stderr.take().expect("stderr is piped");
+
+        // Read stdout on a thread until the ready line, then keep draining it.
+        let (ready_tx, ready_rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            let mut ready_tx = Some(ready_tx);
+            for line in BufReader::new(stdout).lines().map_while(|l| l.ok()) {
+                if line.contains(READY_LINE) {
+                    if let Some(tx) = ready_tx.take() {
+                        let _ = tx.send(());
+                    }
+                }
+            }
+        });
+        let (stderr_tx, stderr_rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            let mut text = String::new();
+            let _ = stderr.read_to_string(&mut text);
+            let _ = stderr_tx.send(text);
+        });
+
+        let deadline = Instant::now() + START_TIMEOUT;
+        let mut azurite = Azurite { child, stdin, port };
+        loop {
+            if ready_rx.recv_timeout(Duration::from_millis(50)).is_ok() {
+                return Ok(azurite);
+            }
+            if let Some(status) = azurite
+                .child
+                .try_wait()
+                .map_err(|e| Error::Emulator(e.to_string()))?
+            {
+                let stderr = stderr_rx
+                    .recv_timeout(Duration::from_secs(2))
+                    .unwrap_or_default();
+                return Err(Error::Emulator(format!(
+                    "Azurite exited ({status}) before it was ready on port {port}: {}",
+                    stderr.trim()
+                )));
+            }
+            if Instant::now() > deadline {
+                return Err(Error::Emulator(format!(
+                    "Azurite did not get ready on port {port} within {START_TIMEOUT:?}"
+                )));
+            }
+        }
+    }
+
+    /// The port it listens on (127.0.0.1).
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// The table endpoint, `http://127.0.0.1:PORT/devstoreaccount1`.
+    pub fn table_endpoint(&self) -> String {
+        self.config().table_endpoint
+    }
+
+    /// A configuration for the emulator's development account.
+    pub fn config(&self) -> StorageConfig {
+        StorageConfig::emulator_at(&format!("http://127.0.0.1:{}", self.port))
+    }
+
+    /// A connection string for it, for tools that take one.
+    pub fn connection_string(&self) -> String {
+        format!(
+            "DefaultEndpointsProtocol=http;AccountName={account};AccountKey={key};TableEndpoint={endpoint};",
+            account = crate::config::EMULATOR_ACCOUNT,
+            key = crate::config::EMULATOR_ACCOUNT_KEY,
+            endpoint = self.table_endpoint(),
+        )
+    }
+}
+
+impl Drop for Azurite {
+    fn drop(&mut self) {
+        drop(self.stdin.take());
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_port() -> Result<u16> {
+    let listener = TcpListener::bind("127.0.0.1:0")
+        .map_err(|e| Error::Emulator(format!("cannot bind a loopback port: {e}")))?;
+    listener
+        .local_addr()
+        .map(|addr| addr.port())
+        .map_err(|e| Error::Emulator(e.to_string()))
+}
+
+fn installed(dir: &Path) -> bool {
+    dir.join("node_modules/azurite/dist/src/table/main.js")
+        .is_file()
+}
+
+/// Runs `npm ci` in `dir` unless Azurite is there; concurrent callers (test
+/// binaries run in parallel) wait for the one that holds the lock.
+fn install_if_missing(dir: &Path) -> Result<()> {
+    if installed(dir) {
+        return Ok(());
+    }
+    if !dir.join("package-lock.json").is_file() {
+        return Err(Error::Emulator(format!(
+            "{} holds no package-lock.json to install Azurite from",
+            dir.display()
+        )));
+    }
+    let lock = dir.join(".install-lock");
+    let deadline = Instant::now() + INSTALL_TIMEOUT;
+    while std::fs::create_dir(&lock).is_err() {
+        if installed(dir) {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            return Err(Error::Emulator(format!(
+                "waited {INSTALL_TIMEOUT:?} for another install of Azurite; remove {} if none is running",
+                lock.display()
+            )));
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let result = run_npm_ci(dir);
+    let _ = std::fs::remove_dir(&lock);
+    result
+}
+
+fn run_npm_ci(dir: &Path) -> Result<()> {
+    if installed(dir) {
+        return Ok(());
+    }
+    eprintln!(
+        "Installing the pinned Azurite in {} (npm ci)...",
+        dir.display()
+    );
+    let output = Command::new("npm")
+        .args(["ci", "--no-audit", "--no-fund"])
+        .current_dir(dir)
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|e| {
+            Error::Emulator(format!(
+                "cannot run npm: {e} (Node.js and npm must be on PATH)"
+            ))
+        })?;
+    if !output.status.success() || !installed(dir) {
+        return Err(Error::Emulator(format!(
+            "`npm ci` in {} failed ({}): {}",
+            dir.display(),
+            output.status,
+            String::from_utf8_lossy(&output.stderr).trim()
+        )));
+    }
+    Ok(())
+}

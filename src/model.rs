@@ -1,0 +1,347 @@
+//! The status record and its parts, independent of how they are stored.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::str::FromStr;
+
+use serde::Serialize;
+use time::OffsetDateTime;
+
+use crate::error::{Error, Result, SizeUnit};
+
+/// The runtime status of an orchestration instance, with the names and
+/// numeric codes the Durable Task clients use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum RuntimeStatus {
+    /// Stored text that is not a known status name.
+    Unknown,
+    /// Running.
+    Running,
+    /// Completed with an output.
+    Completed,
+    /// Restarted itself with new input (continue-as-new).
+    ContinuedAsNew,
+    /// Failed with an error.
+    Failed,
+    /// Canceled (an old, rarely used terminal state).
+    Canceled,
+    /// Terminated from outside.
+    Terminated,
+    /// Created, not started yet.
+    Pending,
+    /// Suspended from outside; can be resumed.
+    Suspended,
+}
+
+impl RuntimeStatus {
+    /// Every known status, Unknown excluded, in numeric-code order.
+    pub const ALL: [RuntimeStatus; 8] = [
+        RuntimeStatus::Running,
+        RuntimeStatus::Completed,
+        RuntimeStatus::ContinuedAsNew,
+        RuntimeStatus::Failed,
+        RuntimeStatus::Canceled,
+        RuntimeStatus::Terminated,
+        RuntimeStatus::Pending,
+        RuntimeStatus::Suspended,
+    ];
+
+    /// The terminal statuses: the instance will not change by itself again.
+    pub const TERMINAL: [RuntimeStatus; 4] = [
+        RuntimeStatus::Completed,
+        RuntimeStatus::Failed,
+        RuntimeStatus::Canceled,
+        RuntimeStatus::Terminated,
+    ];
+
+    /// The name stored in the table and used by the HTTP API.
+    pub fn name(self) -> &'static str {
+        match self {
+            RuntimeStatus::Unknown => "Unknown",
+            RuntimeStatus::Running => "Running",
+            RuntimeStatus::Completed => "Completed",
+            RuntimeStatus::ContinuedAsNew => "ContinuedAsNew",
+            RuntimeStatus::Failed => "Failed",
+            RuntimeStatus::Canceled => "Canceled",
+            RuntimeStatus::Terminated => "Terminated",
+            RuntimeStatus::Pending => "Pending",
+            RuntimeStatus::Suspended => "Suspended",
+        }
+    }
+
+    /// The numeric code the durable clients use (`OrchestrationRuntimeStatus`).
+    pub fn code(self) -> i32 {
+        match self {
+            RuntimeStatus::Unknown => -1,
+            RuntimeStatus::Running => 0,
+            RuntimeStatus::Completed => 1,
+            RuntimeStatus::ContinuedAsNew => 2,
+            RuntimeStatus::Failed => 3,
+            RuntimeStatus::Canceled => 4,
+            RuntimeStatus::Terminated => 5,
+            RuntimeStatus::Pending => 6,
+            RuntimeStatus::Suspended => 7,
+        }
+    }
+
+    /// The status with this numeric code, if any.
+    pub fn from_code(code: i32) -> Option<Self> {
+        std::iter::once(RuntimeStatus::Unknown)
+            .chain(RuntimeStatus::ALL)
+            .find(|status| status.code() == code)
+    }
+
+    /// Completed, Failed, Canceled or Terminated.
+    pub fn is_terminal(self) -> bool {
+        RuntimeStatus::TERMINAL.contains(&self)
+    }
+
+    /// Reads a stored status name; text that is not a known name is `Unknown`
+    /// rather than an error, so rows written by newer tools stay readable.
+    pub fn from_stored(text: &str) -> Self {
+        text.parse().unwrap_or(RuntimeStatus::Unknown)
+    }
+}
+
+impl fmt::Display for RuntimeStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl FromStr for RuntimeStatus {
+    type Err = Error;
+
+    /// Parses a status name, ignoring ASCII case as the durable clients do.
+    fn from_str(text: &str) -> Result<Self> {
+        std::iter::once(RuntimeStatus::Unknown)
+            .chain(RuntimeStatus::ALL)
+            .find(|status| status.name().eq_ignore_ascii_case(text.trim()))
+            .ok_or_else(|| {
+                let valid: Vec<&str> = RuntimeStatus::ALL.iter().map(|s| s.name()).collect();
+                Error::invalid(
+                    "runtime status",
+                    format!("'{text}' is not one of {}", valid.join(", ")),
+                )
+            })
+    }
+}
+
+impl Serialize for RuntimeStatus {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(self.name())
+    }
+}
+
+/// An entity tag: the version of a stored row, for optimistic concurrency.
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub struct ETag(String);
+
+impl ETag {
+    /// Wraps an ETag value as the service sent it.
+    pub fn new(value: impl Into<String>) -> Self {
+        ETag(value.into())
+    }
+
+    /// The value as the service sent it.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for ETag {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "ETag({})", self.0)
+    }
+}
+
+impl fmt::Display for ETag {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// When a write may go ahead.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum WriteCondition {
+    /// Whatever the row's current version.
+    #[default]
+    Unconditional,
+    /// Only if the row is still at this version; otherwise [`Error::Conflict`].
+    IfMatch(ETag),
+}
+
+/// Text that is known to be one JSON value (input, output).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JsonText(String);
+
+impl JsonText {
+    /// Serializes a value.
+    pub fn from_value<T: Serialize + ?Sized>(value: &T) -> Result<Self> {
+        serde_json::to_string(value)
+            .map(JsonText)
+            .map_err(|e| Error::invalid("JSON value", e.to_string()))
+    }
+
+    /// Takes text that must parse as JSON; `field` names it in the error.
+    pub fn parse(field: &'static str, text: impl Into<String>) -> Result<Self> {
+        let text = text.into();
+        match serde_json::from_str::<serde::de::IgnoredAny>(&text) {
+            Ok(_) => Ok(JsonText(text)),
+            Err(e) => Err(Error::invalid(
+                field,
+                format!("not JSON ({e}): {}", preview(&text)),
+            )),
+        }
+    }
+
+    /// The JSON text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// The JSON text, owned.
+    pub fn into_string(self) -> String {
+        self.0
+    }
+
+    /// The parsed value.
+    pub fn to_value(&self) -> serde_json::Value {
+        serde_json::from_str(&self.0).expect("JsonText holds valid JSON")
+    }
+}
+
+/// The default custom status limit of Durable Functions: 16 KiB of UTF-16.
+pub const DEFAULT_CUSTOM_STATUS_LIMIT: usize = 16 * 1024;
+
+/// The highest custom status limit a store accepts: Table Storage's 64 KiB
+/// per string property.
+pub const MAX_CUSTOM_STATUS_LIMIT: usize = 64 * 1024;
+
+/// A custom status: one JSON value an orchestration publishes for its clients.
+///
+/// Its size is counted as Durable Functions counts it, in bytes of the JSON
+/// text encoded as UTF-16 (two bytes per code unit, four for characters
+/// outside the BMP). The store checks it against its limit before sending.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CustomStatus(JsonText);
+
+impl CustomStatus {
+    /// Serializes any value as the custom status.
+    pub fn from_value<T: Serialize + ?Sized>(value: &T) -> Result<Self> {
+        serde_json::to_string(value)
+            .map(|text| CustomStatus(JsonText(text)))
+            .map_err(|e| Error::invalid("custom status", e.to_string()))
+    }
+
+    /// Takes JSON text; text that does not parse as JSON is an error.
+    pub fn from_json(text: impl Into<String>) -> Result<Self> {
+        JsonText::parse("custom status", text).map(CustomStatus)
+    }
+
+    /// Wraps text read from storage, as it is: it may have been written by
+    /// another tool and is neither parsed nor size-checked.
+    pub(crate) fn from_stored(text: String) -> Self {
+        CustomStatus(JsonText(text))
+    }
+
+    /// The JSON text.
+    pub fn as_str(&self) -> &str {
+        self.0.as_str()
+    }
+
+    /// The parsed value; stored text that is not JSON comes back as a JSON
+    /// string holding that text.
+    pub fn to_value(&self) -> serde_json::Value {
+        serde_json::from_str(self.as_str())
+            .unwrap_or_else(|_| serde_json::Value::String(self.as_str().to_owned()))
+    }
+
+    /// Deserializes the JSON into a type of the caller's.
+    pub fn deserialize<T: serde::de::DeserializeOwned>(&self) -> Result<T> {
+        serde_json::from_str(self.as_str())
+            .map_err(|e| Error::invalid("custom status", e.to_string()))
+    }
+
+    /// The size in bytes of the JSON text encoded as UTF-16.
+    pub fn utf16_size(&self) -> usize {
+        utf16_bytes(self.as_str())
+    }
+
+    /// Checks the size against `limit` bytes of UTF-16.
+    pub fn check_size(&self, limit: usize) -> Result<()> {
+        let actual = self.utf16_size();
+        if actual > limit {
+            return Err(Error::TooLarge {
+                field: "custom status",
+                actual,
+                limit,
+                unit: SizeUnit::Utf16Bytes,
+            });
+        }
+        Ok(())
+    }
+}
+
+/// Bytes of `text` encoded as UTF-16.
+pub fn utf16_bytes(text: &str) -> usize {
+    2 * utf16_units(text)
+}
+
+/// UTF-16 code units of `text`.
+pub fn utf16_units(text: &str) -> usize {
+    text.chars().map(char::len_utf16).sum()
+}
+
+/// A short, single-line preview of a value for error messages.
+pub(crate) fn preview(text: &str) -> String {
+    const MAX: usize = 40;
+    let mut out: String = text.chars().take(MAX).collect();
+    if text.chars().nth(MAX).is_some() {
+        out.push('…');
+    }
+    format!("{out:?}")
+}
+
+/// Tags: string labels on an instance.
+pub type Tags = BTreeMap<String, String>;
+
+/// One orchestration instance's status record.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub struct InstanceStatus {
+    /// The instance id (unescaped).
+    pub instance_id: String,
+    /// The orchestrator's name.
+    pub name: String,
+    /// The orchestration version; often empty.
+    pub version: String,
+    /// The id of the current execution (changes on continue-as-new).
+    pub execution_id: String,
+    /// The runtime status.
+    pub runtime_status: RuntimeStatus,
+    /// The serialized input, as stored; `None` when absent or not read.
+    ///
+    /// Payloads that Durable Functions offloaded to blobs are stored as a
+    /// blob URL; this crate returns that URL as it is.
+    pub input: Option<String>,
+    /// The serialized output (for a failure, the error; for a termination,
+    /// the reason), as stored; `None` when absent or not read.
+    pub output: Option<String>,
+    /// The custom status; `None` when there is none (stored as `null`).
+    pub custom_status: Option<CustomStatus>,
+    /// When the instance was created (UTC).
+    pub created_time: OffsetDateTime,
+    /// When the record last changed (UTC).
+    pub last_updated_time: OffsetDateTime,
+    /// When the instance reached a terminal status (UTC).
+    pub completed_time: Option<OffsetDateTime>,
+    /// When the instance is scheduled to start, for delayed starts (UTC).
+    pub scheduled_start_time: Option<OffsetDateTime>,
+    /// How many times the instance has continued as new.
+    pub generation: i32,
+    /// Tags set when the instance was created.
+    pub tags: Tags,
+    /// The row's version, for conditional writes.
+    pub etag: ETag,
+}
