@@ -1,0 +1,97 @@
+//! The integration harness: one Azurite per test binary, started on first
+//! use and gone when the binary exits (however it exits); or, when
+//! `DURABLE_STATUS_TEST_CONNECTION_STRING` is set, that account instead.
+//! Each test works in a task hub of its own.
+#![allow(dead_code)] // each test binary uses a part of it
+
+use std::sync::OnceLock;
+
+use durable_status::emulator::Azurite;
+use durable_status::{InstanceStore, StorageConfig, StoreOptions};
+
+/// Points the suite at another table endpoint (a real account, an
+/// emulator started by hand) instead of starting Azurite.
+pub const CONNECTION_STRING_VARIABLE: &str = "DURABLE_STATUS_TEST_CONNECTION_STRING";
+
+pub fn storage() -> StorageConfig {
+    if let Ok(text) = std::env::var(CONNECTION_STRING_VARIABLE) {
+        return StorageConfig::from_connection_string(&text)
+            .unwrap_or_else(|e| panic!("{CONNECTION_STRING_VARIABLE} is unusable: {e}"));
+    }
+    static AZURITE: OnceLock<Result<Azurite, String>> = OnceLock::new();
+    match AZURITE.get_or_init(|| Azurite::start_bundled().map_err(|e| e.to_string())) {
+        Ok(azurite) => azurite.config(),
+        Err(why) => panic!(
+            "the integration tests need the Azurite emulator, and it could not start: {why}\n\
+             (or set {CONNECTION_STRING_VARIABLE} to use another endpoint)"
+        ),
+    }
+}
+
+/// A task hub name no other test uses.
+pub fn unique_hub() -> String {
+    let suffix: String = std::iter::repeat_with(fastrand::alphanumeric)
+        .take(12)
+        .collect();
+    format!("t{suffix}")
+}
+
+pub async fn store() -> InstanceStore {
+    store_with(StoreOptions::default()).await
+}
+
+pub async fn store_with(options: StoreOptions) -> InstanceStore {
+    InstanceStore::connect_with(&storage(), &unique_hub(), options)
+        .await
+        .expect("the store connects")
+}
+
+/// A table client of the Azure crate, standing for another tool (the Durable
+/// Task provider, Storage Explorer) that reads and writes the same table.
+pub fn other_tool(store: &InstanceStore) -> azure_data_tables::prelude::TableClient {
+    use azure_data_tables::clients::TableServiceClientBuilder;
+    use azure_storage::{CloudLocation, StorageCredentials};
+    let config = storage();
+    let credentials = match &config.credentials {
+        durable_status::Credentials::AccountKey { account, key } => StorageCredentials::access_key(
+            account.clone(),
+            azure_core::auth::Secret::new(key.expose().to_owned()),
+        ),
+        durable_status::Credentials::SharedAccessSignature(sas) => {
+            StorageCredentials::sas_token(sas.expose()).expect("a valid SAS")
+        }
+        _ => panic!("unsupported credentials"),
+    };
+    let location = CloudLocation::Custom {
+        account: config.account.clone(),
+        uri: config.table_endpoint.clone(),
+    };
+    TableServiceClientBuilder::with_location(location, credentials)
+        .retry(azure_core::RetryOptions::none())
+        .build()
+        .table_client(format!("{}Instances", store.task_hub()))
+}
+
+/// Reads a row as another tool sees it, with full metadata (type annotations).
+pub async fn raw_row(
+    store: &InstanceStore,
+    partition_key: &str,
+) -> serde_json::Map<String, serde_json::Value> {
+    let response = other_tool(store)
+        .partition_key_client(partition_key.replace('\'', "''"))
+        .entity_client("")
+        .get::<serde_json::Map<String, serde_json::Value>>()
+        .await
+        .expect("the raw row reads");
+    response.entity
+}
+
+/// Writes a row as another tool would.
+pub async fn write_raw_row(store: &InstanceStore, row: serde_json::Value) {
+    let _: azure_data_tables::operations::InsertEntityResponse<serde_json::Value> =
+        other_tool(store)
+            .insert(&row)
+            .expect("serializes")
+            .await
+            .expect("the raw row is written");
+}
