@@ -673,3 +673,116 @@ mod tests {
         assert_eq!(redact_urls("no url here"), "no url here");
     }
 }
+
+/// The client against a real table service: what the unit tests above
+/// cannot show.
+#[cfg(test)]
+mod emulator_tests {
+    use super::*;
+    use crate::emulator::Azurite;
+    use serde_json::json;
+    use std::sync::OnceLock;
+
+    fn azurite() -> &'static Azurite {
+        static AZURITE: OnceLock<Azurite> = OnceLock::new();
+        AZURITE.get_or_init(|| {
+            Azurite::start_bundled().unwrap_or_else(|e| panic!("Azurite must start: {e}"))
+        })
+    }
+
+    async fn table(name: &str) -> TableClient {
+        let options = StoreOptions {
+            retry_budget: Duration::ZERO,
+            ..StoreOptions::default()
+        };
+        let client = TableClient::new(&azurite().config(), name, &options).unwrap();
+        client.create_table_if_missing().await.unwrap();
+        client
+    }
+
+    fn row(pk: &str, rk: &str) -> Entity {
+        serde_json::from_value(json!({"PartitionKey": pk, "RowKey": rk, "N": 1})).unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_batch_writes_all_its_operations() {
+        let client = table("BatchAll").await;
+        let ops: Vec<_> = (0..100)
+            .map(|i| BatchOperation::Insert(row("p'q", &i.to_string())))
+            .collect();
+        let etags = client.batch("p'q", &ops).await.unwrap();
+        assert_eq!(etags.len(), 100);
+        assert!(client.get("p'q", "99", None).await.unwrap().is_some());
+        let deletes: Vec<_> = (0..100)
+            .map(|i| BatchOperation::Delete {
+                row_key: i.to_string(),
+                condition: WriteCondition::Unconditional,
+            })
+            .collect();
+        client.batch("p'q", &deletes).await.unwrap();
+        assert!(client.get("p'q", "0", None).await.unwrap().is_none());
+    }
+
+    #[tokio::test]
+    async fn a_failed_batch_is_an_error_and_writes_nothing() {
+        let client = table("BatchFail").await;
+        client.insert(&row("p", "exists")).await.unwrap();
+        let ops = [
+            BatchOperation::Insert(row("p", "new")),
+            BatchOperation::Insert(row("p", "exists")),
+        ];
+        let err = client.batch("p", &ops).await.unwrap_err();
+        assert!(matches!(err, Error::Storage { status: 409, .. }), "{err}");
+        assert!(
+            client.get("p", "new", None).await.unwrap().is_none(),
+            "the batch was rolled back"
+        );
+    }
+
+    #[tokio::test]
+    async fn queries_page_and_filters_with_quoted_values() {
+        let client = table("QueryPages").await;
+        for pk in ["a", "b'c", "d"] {
+            client.insert(&row(pk, "")).await.unwrap();
+        }
+        let filter = format!("PartitionKey eq {}", odata_string("b'c"));
+        let page = client
+            .query_page(Some(&filter), None, None, None)
+            .await
+            .unwrap();
+        assert_eq!(page.entities.len(), 1);
+        assert_eq!(page.entities[0].0["PartitionKey"], "b'c");
+
+        let injection = format!(
+            "PartitionKey eq {}",
+            odata_string("x' or PartitionKey ne 'x")
+        );
+        let page = client
+            .query_page(Some(&injection), None, None, None)
+            .await
+            .unwrap();
+        assert!(
+            page.entities.is_empty(),
+            "a quoted value cannot widen the filter"
+        );
+
+        let mut seen = Vec::new();
+        let mut resume = None;
+        loop {
+            let page = client
+                .query_page(None, Some(&["PartitionKey"]), Some(1), resume.as_ref())
+                .await
+                .unwrap();
+            seen.extend(
+                page.entities
+                    .into_iter()
+                    .map(|(e, _)| e["PartitionKey"].as_str().unwrap().to_owned()),
+            );
+            match page.continuation {
+                Some(next) => resume = Some(next),
+                None => break,
+            }
+        }
+        assert_eq!(seen, ["a", "b'c", "d"]);
+    }
+}
