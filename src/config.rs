@@ -426,4 +426,34 @@ mod tests {
         );
         assert!(options(0).validate().is_err());
     }
+
+    #[test]
+    fn environment_prefers_azure_web_jobs_storage() {
+        // The only test that touches these variables.
+        let [first, second] = CONNECTION_STRING_VARIABLES;
+        std::env::remove_var(first);
+        std::env::remove_var(second);
+        assert_eq!(StorageConfig::from_env().unwrap(), None);
+
+        std::env::set_var(second, format!("AccountName=second;AccountKey={KEY}"));
+        assert_eq!(
+            StorageConfig::from_env().unwrap().unwrap().account,
+            "second"
+        );
+
+        std::env::set_var(first, "UseDevelopmentStorage=true");
+        assert_eq!(
+            StorageConfig::from_env().unwrap().unwrap().account,
+            EMULATOR_ACCOUNT
+        );
+
+        std::env::set_var(first, "AccountName=x");
+        let err = StorageConfig::from_env().unwrap_err().to_string();
+        assert!(
+            err.contains("AzureWebJobsStorage"),
+            "the error names the variable: {err}"
+        );
+        std::env::remove_var(first);
+        std::env::remove_var(second);
+    }
 }

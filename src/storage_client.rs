@@ -785,4 +785,50 @@ mod emulator_tests {
         }
         assert_eq!(seen, ["a", "b'c", "d"]);
     }
+
+    /// A server that answers every request with 503, counting them.
+    fn always_unavailable() -> (String, Arc<std::sync::atomic::AtomicUsize>) {
+        use std::io::{Read, Write};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        let count = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counter = Arc::clone(&count);
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(mut stream) = stream else { break };
+                let mut buf = [0u8; 8192];
+                let _ = stream.read(&mut buf);
+                counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                let _ = stream.write_all(
+                    b"HTTP/1.1 503 Service Unavailable\r\nx-ms-error-code: ServerBusy\r\ncontent-length: 0\r\nconnection: close\r\n\r\n",
+                );
+            }
+        });
+        (base, count)
+    }
+
+    #[tokio::test]
+    async fn server_errors_are_retried_within_a_budget_of_seconds() {
+        let (base, requests) = always_unavailable();
+        let config = StorageConfig::emulator_at(&base);
+        let options = StoreOptions {
+            retry_budget: Duration::from_secs(1),
+            ..StoreOptions::default()
+        };
+        let client = TableClient::new(&config, "Busy", &options).unwrap();
+        let started = std::time::Instant::now();
+        let err = client.get("pk", "", None).await.unwrap_err();
+        let elapsed = started.elapsed();
+        assert!(matches!(err, Error::Storage { status: 503, .. }), "{err}");
+        assert!(err.is_transient());
+        assert!(
+            requests.load(std::sync::atomic::Ordering::SeqCst) > 1,
+            "503 is retried"
+        );
+        // The crate's default policy would keep at it for over a minute.
+        assert!(
+            elapsed < Duration::from_secs(5),
+            "gave up after {elapsed:?}"
+        );
+    }
 }

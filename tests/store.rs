@@ -729,3 +729,22 @@ async fn read_modify_write_passes_errors_through() -> Result<()> {
     );
     Ok(())
 }
+
+#[tokio::test]
+async fn secrets_stay_out_of_debug_output() -> Result<()> {
+    let config = common::storage();
+    let store = InstanceStore::connect(&config, &common::unique_hub()).await?;
+    let secret = match &config.credentials {
+        durable_status::Credentials::AccountKey { key, .. } => key.expose().to_owned(),
+        durable_status::Credentials::SharedAccessSignature(sas) => sas.expose().to_owned(),
+        _ => unreachable!(),
+    };
+    for debug in [
+        format!("{store:?}"),
+        format!("{config:?}"),
+        format!("{:#?}", config.credentials),
+    ] {
+        assert!(!debug.contains(&secret), "{debug}");
+    }
+    Ok(())
+}
