@@ -348,6 +348,23 @@ mod tests {
     }
 
     #[test]
+    fn account_name_and_key() {
+        let config = StorageConfig::account_key("myacct", KEY).unwrap();
+        assert_eq!(
+            config.table_endpoint,
+            "https://myacct.table.core.windows.net"
+        );
+        assert_eq!(
+            config.credentials,
+            Credentials::AccountKey {
+                account: "myacct".into(),
+                key: Secret::new(KEY)
+            }
+        );
+        assert!(StorageConfig::account_key("bad name", KEY).is_err());
+    }
+
+    #[test]
     fn sas_connection_string() {
         let config = StorageConfig::from_connection_string(
             "TableEndpoint=https://myacct.table.core.windows.net/;SharedAccessSignature=?sv=2022-11-02&ss=t&sig=abc%3D",

@@ -345,3 +345,107 @@ pub struct InstanceStatus {
     /// The row's version, for conditional writes.
     pub etag: ETag,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_and_codes_match_the_durable_clients() {
+        let expected = [
+            (RuntimeStatus::Unknown, "Unknown", -1),
+            (RuntimeStatus::Running, "Running", 0),
+            (RuntimeStatus::Completed, "Completed", 1),
+            (RuntimeStatus::ContinuedAsNew, "ContinuedAsNew", 2),
+            (RuntimeStatus::Failed, "Failed", 3),
+            (RuntimeStatus::Canceled, "Canceled", 4),
+            (RuntimeStatus::Terminated, "Terminated", 5),
+            (RuntimeStatus::Pending, "Pending", 6),
+            (RuntimeStatus::Suspended, "Suspended", 7),
+        ];
+        for (status, name, code) in expected {
+            assert_eq!((status.name(), status.code()), (name, code));
+            assert_eq!(status.to_string(), name);
+            assert_eq!(RuntimeStatus::from_code(code), Some(status));
+            assert_eq!(name.parse::<RuntimeStatus>().unwrap(), status);
+            assert_eq!(
+                serde_json::to_string(&status).unwrap(),
+                format!("\"{name}\"")
+            );
+        }
+        assert_eq!(RuntimeStatus::from_code(8), None);
+    }
+
+    #[test]
+    fn parsing_ignores_case_and_names_the_valid_values() {
+        assert_eq!(
+            "running".parse::<RuntimeStatus>().unwrap(),
+            RuntimeStatus::Running
+        );
+        assert_eq!(
+            " COMPLETED ".parse::<RuntimeStatus>().unwrap(),
+            RuntimeStatus::Completed
+        );
+        let err = "Done".parse::<RuntimeStatus>().unwrap_err().to_string();
+        assert!(
+            err.contains("'Done'") && err.contains("Running, Completed, ContinuedAsNew"),
+            "{err}"
+        );
+        assert_eq!(RuntimeStatus::from_stored("Done"), RuntimeStatus::Unknown);
+        assert_eq!(RuntimeStatus::from_stored("Failed"), RuntimeStatus::Failed);
+    }
+
+    #[test]
+    fn terminal_statuses() {
+        let terminal: Vec<_> = RuntimeStatus::ALL
+            .into_iter()
+            .filter(|s| s.is_terminal())
+            .collect();
+        assert_eq!(terminal, RuntimeStatus::TERMINAL);
+        assert!(!RuntimeStatus::Unknown.is_terminal());
+    }
+
+    #[test]
+    fn custom_status_size_counts_utf16_bytes() {
+        assert_eq!(CustomStatus::from_json("1").unwrap().utf16_size(), 2);
+        assert_eq!(CustomStatus::from_value("é").unwrap().utf16_size(), 6); // "é": 3 units
+        assert_eq!(CustomStatus::from_value("😀").unwrap().utf16_size(), 8); // quotes + a surrogate pair
+        let exact = CustomStatus::from_json(format!("\"{}\"", "a".repeat(8_190))).unwrap();
+        assert!(exact.check_size(DEFAULT_CUSTOM_STATUS_LIMIT).is_ok());
+        let over = CustomStatus::from_json(format!("\"{}\"", "a".repeat(8_191))).unwrap();
+        assert!(over.check_size(DEFAULT_CUSTOM_STATUS_LIMIT).is_err());
+    }
+
+    #[test]
+    fn custom_status_keeps_its_text_and_parses() {
+        let status = CustomStatus::from_json(r#"{"progress": 0.5}"#).unwrap();
+        assert_eq!(
+            status.as_str(),
+            r#"{"progress": 0.5}"#,
+            "the caller's text is kept as it is"
+        );
+        assert_eq!(status.to_value()["progress"], 0.5);
+        #[derive(serde::Deserialize)]
+        struct Progress {
+            progress: f64,
+        }
+        assert_eq!(status.deserialize::<Progress>().unwrap().progress, 0.5);
+        // Stored text from another tool that is not JSON reads as a string.
+        assert_eq!(
+            CustomStatus::from_stored("plain".into()).to_value(),
+            "plain"
+        );
+    }
+
+    #[test]
+    fn json_text_must_parse() {
+        assert!(JsonText::parse("input", "[1, 2]").is_ok());
+        let err = JsonText::parse("input", "{oops").unwrap_err().to_string();
+        assert!(err.starts_with("invalid input: not JSON"), "{err}");
+        assert!(err.contains("\"{oops\""), "quotes the value: {err}");
+        assert!(
+            JsonText::parse("input", "1 2").is_err(),
+            "one value, not two"
+        );
+    }
+}
