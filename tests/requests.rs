@@ -71,7 +71,7 @@ async fn every_operation_takes_the_fewest_requests() -> Result<()> {
     )
     .await?;
 
-    let mut cost = |label: &str, expected: usize| {
+    let cost = |label: &str, expected: usize| {
         let n = requests.swap(0, Ordering::SeqCst);
         assert_eq!(n, expected, "{label} took {n} requests");
     };
