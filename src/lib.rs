@@ -5,8 +5,11 @@ pub mod config;
 pub mod emulator;
 mod error;
 mod model;
+mod purge;
+mod query;
 mod storage_client;
 mod store;
+mod wait;
 pub mod wire;
 
 pub use config::{Credentials, Secret, StorageConfig, StoreOptions};
@@ -15,5 +18,10 @@ pub use model::{
     utf16_bytes, utf16_units, CustomStatus, ETag, InstanceStatus, JsonText, RuntimeStatus, Tags,
     WriteCondition, DEFAULT_CUSTOM_STATUS_LIMIT, MAX_CUSTOM_STATUS_LIMIT,
 };
+pub use purge::{
+    PurgeFilter, PurgeInterrupted, PurgeProgress, DEFAULT_PURGE_CONCURRENCY, MAX_PURGE_CONCURRENCY,
+};
+pub use query::{InstancePage, InstanceQuery, StatusCounts, DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE};
 pub use store::{InstanceStore, NewInstance, ReadOptions};
+pub use wait::CustomStatusUpdate;
 pub use wire::StateChange;

@@ -140,9 +140,9 @@ impl ReadOptions {
 /// Cheap to clone: clones share one connection pool.
 #[derive(Debug, Clone)]
 pub struct InstanceStore {
-    client: TableClient,
-    task_hub: String,
-    options: StoreOptions,
+    pub(crate) client: TableClient,
+    pub(crate) task_hub: String,
+    pub(crate) options: StoreOptions,
 }
 
 impl InstanceStore {

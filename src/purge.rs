@@ -1,0 +1,378 @@
+//! Deleting instances safely: one by id, or every instance that matches a
+//! filter, concurrently with a bound.
+//!
+//! A purge by filter needs a created-time range, purges terminal instances
+//! unless told otherwise, and deletes each row only at the version it read:
+//! an instance that changed in between is skipped, never deleted.
+
+use futures::stream::FuturesUnordered;
+use futures::{Stream, StreamExt, TryStreamExt};
+use time::OffsetDateTime;
+
+use crate::error::{Error, Result};
+use crate::model::{ETag, RuntimeStatus, WriteCondition};
+use crate::query::{InstanceQuery, MAX_PAGE_SIZE};
+use crate::storage_client::Continuation;
+use crate::store::InstanceStore;
+use crate::wire::{self, INSTANCE_ROW_KEY};
+
+/// Deletes in flight at once unless set.
+pub const DEFAULT_PURGE_CONCURRENCY: usize = 32;
+/// The most deletes in flight a purge allows.
+pub const MAX_PURGE_CONCURRENCY: usize = 256;
+
+/// Which instances a purge deletes.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PurgeFilter {
+    created_from: OffsetDateTime,
+    created_to: Option<OffsetDateTime>,
+    statuses: Option<Vec<RuntimeStatus>>,
+    allow_non_terminal: bool,
+    instance_id_prefix: Option<String>,
+    concurrency: usize,
+}
+
+impl PurgeFilter {
+    /// Terminal instances (Completed, Failed, Canceled, Terminated) created
+    /// at or after `from` and up to now.
+    pub fn created_from(from: OffsetDateTime) -> Self {
+        PurgeFilter {
+            created_from: from,
+            created_to: None,
+            statuses: None,
+            allow_non_terminal: false,
+            instance_id_prefix: None,
+            concurrency: DEFAULT_PURGE_CONCURRENCY,
+        }
+    }
+
+    /// Only instances created at or before `to` (default: when the purge starts).
+    pub fn created_to(mut self, to: OffsetDateTime) -> Self {
+        self.created_to = Some(to);
+        self
+    }
+
+    /// Only instances in these statuses, instead of the terminal ones. An
+    /// empty set is refused rather than read as "any status"; non-terminal
+    /// statuses need [`PurgeFilter::allow_non_terminal`].
+    pub fn statuses(mut self, statuses: impl IntoIterator<Item = RuntimeStatus>) -> Self {
+        self.statuses = Some(statuses.into_iter().collect());
+        self
+    }
+
+    /// Allows purging instances that are still Pending, Running, Suspended
+    /// or ContinuedAsNew. Off by default.
+    pub fn allow_non_terminal(mut self, allow: bool) -> Self {
+        self.allow_non_terminal = allow;
+        self
+    }
+
+    /// Only instances whose id starts with this text.
+    pub fn instance_id_prefix(mut self, prefix: impl Into<String>) -> Self {
+        self.instance_id_prefix = Some(prefix.into());
+        self
+    }
+
+    /// Deletes in flight at once, 1 to 256 (default 32).
+    pub fn concurrency(mut self, concurrency: usize) -> Self {
+        self.concurrency = concurrency;
+        self
+    }
+
+    /// The statuses this filter purges, after the defaults and the checks.
+    pub fn effective_statuses(&self) -> Result<Vec<RuntimeStatus>> {
+        let statuses =
+            match &self.statuses {
+                None => RuntimeStatus::TERMINAL.to_vec(),
+                Some(statuses) if statuses.is_empty() => return Err(Error::invalid(
+                    "runtime status",
+                    "an empty status set would match every instance; name the statuses to purge, \
+                     or leave them out to purge terminal instances",
+                )),
+                Some(statuses) => statuses.clone(),
+            };
+        let non_terminal: Vec<&str> = statuses
+            .iter()
+            .filter(|s| !s.is_terminal())
+            .map(|s| s.name())
+            .collect();
+        if !non_terminal.is_empty() && !self.allow_non_terminal {
+            return Err(Error::invalid(
+                "runtime status",
+                format!(
+                    "{} is not terminal; purging instances that may still run needs allow_non_terminal",
+                    non_terminal.join(", ")
+                ),
+            ));
+        }
+        Ok(statuses)
+    }
+
+    fn validate(&self) -> Result<InstanceQuery> {
+        let statuses = self.effective_statuses()?;
+        if !(1..=MAX_PURGE_CONCURRENCY).contains(&self.concurrency) {
+            return Err(Error::invalid(
+                "concurrency",
+                format!(
+                    "{} is outside 1..={MAX_PURGE_CONCURRENCY}",
+                    self.concurrency
+                ),
+            ));
+        }
+        let mut query = InstanceQuery::new()
+            .statuses(statuses)
+            .created_from(self.created_from)
+            .created_to(self.created_to.unwrap_or_else(OffsetDateTime::now_utc))
+            .page_size(MAX_PAGE_SIZE);
+        if let Some(prefix) = &self.instance_id_prefix {
+            query = query.instance_id_prefix(prefix.clone());
+        }
+        query.validate()?;
+        Ok(query)
+    }
+}
+
+/// How far a purge has come.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PurgeProgress {
+    /// Matching rows read so far.
+    pub scanned: u64,
+    /// Instances deleted so far.
+    pub deleted: u64,
+    /// Instances left alone: changed or deleted by someone else since they
+    /// were read.
+    pub skipped: u64,
+}
+
+/// Why a purge stopped before the end.
+#[derive(Debug, thiserror::Error)]
+#[error("purge stopped after deleting {} instances ({} skipped); running it again finishes the job: {source}", .progress.deleted, .progress.skipped)]
+pub struct PurgeInterrupted {
+    /// What was done before it stopped.
+    pub progress: PurgeProgress,
+    /// What stopped it.
+    #[source]
+    pub source: Box<Error>,
+}
+
+impl InstanceStore {
+    /// Deletes one instance: `Ok(true)` when it was deleted, `Ok(false)`
+    /// when there was nothing to delete. Either way it is gone.
+    pub async fn purge_instance(&self, instance_id: &str) -> Result<bool> {
+        self.delete(instance_id).await
+    }
+
+    /// Deletes every instance that matches the filter. See
+    /// [`InstanceStore::purge_with_progress`].
+    pub async fn purge(
+        &self,
+        filter: &PurgeFilter,
+    ) -> std::result::Result<PurgeProgress, PurgeInterrupted> {
+        self.purge_with_progress(filter, |_| {}).await
+    }
+
+    /// Deletes every instance that matches the filter, reporting progress
+    /// after each delete.
+    ///
+    /// The filter is checked before any request. Matching rows are read a
+    /// page at a time (only their key and status), and deleted with the ETag
+    /// read, at most `concurrency` at once. A row that changed or vanished in
+    /// between is counted as skipped. When a request fails the purge stops
+    /// taking new rows, lets the deletes in flight finish, and returns how far
+    /// it came; running it again finishes the job.
+    pub async fn purge_with_progress(
+        &self,
+        filter: &PurgeFilter,
+        mut progress: impl FnMut(PurgeProgress) + Send,
+    ) -> std::result::Result<PurgeProgress, PurgeInterrupted> {
+        let mut done = PurgeProgress::default();
+        let interrupted = |progress, error| PurgeInterrupted {
+            progress,
+            source: Box::new(error),
+        };
+        let query = filter.validate().map_err(|e| interrupted(done, e))?;
+        let statuses = query.statuses.clone();
+
+        let mut rows = std::pin::pin!(self.purge_candidates(query));
+        let mut in_flight = FuturesUnordered::new();
+        let mut exhausted = false;
+        let mut failure = None;
+        loop {
+            while !exhausted && failure.is_none() && in_flight.len() < filter.concurrency {
+                match rows.next().await {
+                    Some(Ok((partition_key, status, etag))) => {
+                        done.scanned += 1;
+                        if statuses.contains(&status) {
+                            in_flight.push(self.delete_at_version(partition_key, etag));
+                        } else {
+                            done.skipped += 1;
+                        }
+                    }
+                    Some(Err(e)) => failure = Some(e),
+                    None => exhausted = true,
+                }
+            }
+            match in_flight.next().await {
+                Some(Ok(true)) => done.deleted += 1,
+                Some(Ok(false)) => done.skipped += 1,
+                Some(Err(e)) => {
+                    failure.get_or_insert(e);
+                }
+                None => break,
+            }
+            progress(done);
+        }
+        match failure {
+            Some(error) => Err(interrupted(done, error)),
+            None => Ok(done),
+        }
+    }
+
+    /// `Ok(true)` deleted; `Ok(false)` changed or gone since it was read.
+    async fn delete_at_version(&self, partition_key: String, etag: ETag) -> Result<bool> {
+        match self
+            .client
+            .delete(
+                &partition_key,
+                INSTANCE_ROW_KEY,
+                &WriteCondition::IfMatch(etag),
+            )
+            .await
+        {
+            Ok(deleted) => Ok(deleted),
+            Err(Error::Storage { status: 412, .. }) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The matching rows' keys, statuses and ETags, a page at a time.
+    fn purge_candidates(
+        &self,
+        query: InstanceQuery,
+    ) -> impl Stream<Item = Result<(String, RuntimeStatus, ETag)>> + Send + '_ {
+        let filter = query.filter();
+        let prefix = query.instance_id_prefix.clone();
+        let start: Option<Option<Continuation>> = Some(None);
+        futures::stream::try_unfold(start, move |state| {
+            let filter = filter.clone();
+            let prefix = prefix.clone();
+            async move {
+                let Some(resume) = state else { return Ok(None) };
+                let columns = [wire::PARTITION_KEY, wire::RUNTIME_STATUS];
+                let page = self
+                    .client
+                    .query_page(
+                        filter.as_deref(),
+                        Some(&columns),
+                        Some(MAX_PAGE_SIZE),
+                        resume.as_ref(),
+                    )
+                    .await?;
+                let rows: Vec<Result<_>> = page
+                    .entities
+                    .into_iter()
+                    .filter_map(|(row, etag)| {
+                        let key = row.get(wire::PARTITION_KEY)?.as_str()?.to_owned();
+                        if let Some(prefix) = &prefix {
+                            if !wire::unescape_key(&key).starts_with(prefix.as_str()) {
+                                return None;
+                            }
+                        }
+                        let status = row
+                            .get(wire::RUNTIME_STATUS)
+                            .and_then(|v| v.as_str())
+                            .map_or(RuntimeStatus::Unknown, RuntimeStatus::from_stored);
+                        Some(Ok((key, status, etag)))
+                    })
+                    .collect();
+                Ok(Some((
+                    futures::stream::iter(rows),
+                    page.continuation.map(Some),
+                )))
+            }
+        })
+        .try_flatten()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use time::macros::datetime;
+
+    const FROM: OffsetDateTime = datetime!(2024-01-01 00:00 UTC);
+
+    #[test]
+    fn terminal_statuses_by_default() {
+        let statuses = PurgeFilter::created_from(FROM)
+            .effective_statuses()
+            .unwrap();
+        assert_eq!(statuses, RuntimeStatus::TERMINAL);
+    }
+
+    #[test]
+    fn an_empty_status_set_never_widens() {
+        let err = PurgeFilter::created_from(FROM)
+            .statuses([])
+            .effective_statuses()
+            .unwrap_err();
+        assert!(err.to_string().contains("empty status set"), "{err}");
+        let err = PurgeFilter::created_from(FROM)
+            .statuses([])
+            .allow_non_terminal(true)
+            .effective_statuses()
+            .unwrap_err();
+        assert!(err.to_string().contains("empty status set"), "{err}");
+    }
+
+    #[test]
+    fn non_terminal_statuses_need_the_flag() {
+        let running = PurgeFilter::created_from(FROM)
+            .statuses([RuntimeStatus::Completed, RuntimeStatus::Running]);
+        let err = running.effective_statuses().unwrap_err().to_string();
+        assert!(
+            err.contains("Running is not terminal") && err.contains("allow_non_terminal"),
+            "{err}"
+        );
+        let allowed = running
+            .allow_non_terminal(true)
+            .effective_statuses()
+            .unwrap();
+        assert_eq!(allowed, [RuntimeStatus::Completed, RuntimeStatus::Running]);
+    }
+
+    #[test]
+    fn the_query_keeps_the_range_and_statuses() {
+        let query = PurgeFilter::created_from(FROM)
+            .created_to(datetime!(2024-02-01 00:00 UTC))
+            .statuses([RuntimeStatus::Failed])
+            .validate()
+            .unwrap();
+        assert_eq!(
+            query.filter().unwrap(),
+            "CreatedTime ge datetime'2024-01-01T00:00:00.0000000Z' \
+             and CreatedTime le datetime'2024-02-01T00:00:00.0000000Z' \
+             and (RuntimeStatus eq 'Failed')"
+        );
+        let to_now = PurgeFilter::created_from(FROM).validate().unwrap();
+        assert!(
+            to_now.created_to.unwrap() <= OffsetDateTime::now_utc(),
+            "the range ends now by default"
+        );
+    }
+
+    #[test]
+    fn concurrency_is_bounded() {
+        for bad in [0, 257] {
+            let err = PurgeFilter::created_from(FROM)
+                .concurrency(bad)
+                .validate()
+                .unwrap_err()
+                .to_string();
+            assert!(
+                err.contains("concurrency") && err.contains(&bad.to_string()),
+                "{err}"
+            );
+        }
+    }
+}

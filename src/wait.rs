@@ -1,0 +1,101 @@
+//! Waiting for an instance by polling, reading only the columns a poll needs.
+
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use crate::error::{Error, Result};
+use crate::model::{CustomStatus, InstanceStatus, RuntimeStatus};
+use crate::store::InstanceStore;
+use crate::wire::{self, INSTANCE_ROW_KEY};
+
+/// What [`InstanceStore::wait_for_custom_status_change`] saw.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CustomStatusUpdate {
+    /// The custom status now.
+    pub custom_status: Option<CustomStatus>,
+    /// The runtime status now.
+    pub runtime_status: RuntimeStatus,
+}
+
+impl InstanceStore {
+    /// Polls until the instance is terminal, then returns it whole.
+    ///
+    /// Each poll reads only the RuntimeStatus column; the full record is read
+    /// once, at the end. [`Error::NotFound`] when there is no such instance
+    /// (or it is deleted meanwhile), [`Error::Timeout`] when `timeout` passes.
+    pub async fn wait_for_completion(
+        &self,
+        instance_id: &str,
+        timeout: Duration,
+        poll_interval: Duration,
+    ) -> Result<InstanceStatus> {
+        self.poll(
+            instance_id,
+            &[wire::RUNTIME_STATUS],
+            timeout,
+            poll_interval,
+            |status| status.runtime_status.is_terminal(),
+        )
+        .await?;
+        self.get(instance_id).await?.ok_or_else(|| Error::NotFound {
+            instance_id: instance_id.to_owned(),
+        })
+    }
+
+    /// Polls until the custom status differs from `last_seen` (the text the
+    /// caller last saw; `None` for none), or until the instance is terminal,
+    /// when it will not change again.
+    ///
+    /// Each poll reads only the CustomStatus and RuntimeStatus columns.
+    pub async fn wait_for_custom_status_change(
+        &self,
+        instance_id: &str,
+        last_seen: Option<&CustomStatus>,
+        timeout: Duration,
+        poll_interval: Duration,
+    ) -> Result<CustomStatusUpdate> {
+        let columns = [wire::CUSTOM_STATUS, wire::RUNTIME_STATUS];
+        let status = self
+            .poll(instance_id, &columns, timeout, poll_interval, |status| {
+                status.custom_status.as_ref() != last_seen || status.runtime_status.is_terminal()
+            })
+            .await?;
+        Ok(CustomStatusUpdate {
+            custom_status: status.custom_status,
+            runtime_status: status.runtime_status,
+        })
+    }
+
+    async fn poll(
+        &self,
+        instance_id: &str,
+        columns: &[&'static str],
+        timeout: Duration,
+        poll_interval: Duration,
+        mut done: impl FnMut(&InstanceStatus) -> bool,
+    ) -> Result<InstanceStatus> {
+        let pk = wire::partition_key(instance_id)?;
+        let mut select = vec![wire::PARTITION_KEY];
+        select.extend_from_slice(columns);
+        let deadline = Instant::now() + timeout;
+        loop {
+            let (row, etag) = self
+                .client
+                .get(&pk, INSTANCE_ROW_KEY, Some(&select))
+                .await?
+                .ok_or_else(|| Error::NotFound {
+                    instance_id: instance_id.to_owned(),
+                })?;
+            let status = wire::decode_instance(&row, etag)?;
+            if done(&status) {
+                return Ok(status);
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return Err(Error::Timeout(timeout));
+            }
+            tokio::time::sleep(poll_interval.min(deadline - now)).await;
+        }
+    }
+}
