@@ -10,7 +10,8 @@ use std::collections::BTreeMap;
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
-use futures::{Stream, TryStreamExt};
+use futures::stream::BoxStream;
+use futures::{StreamExt, TryStreamExt};
 use time::OffsetDateTime;
 
 use crate::error::{Error, Result};
@@ -312,10 +313,7 @@ impl InstanceStore {
 
     /// Every matching instance, as a lazy stream that fetches the next page
     /// only when the previous one has been consumed.
-    pub fn query(
-        &self,
-        query: &InstanceQuery,
-    ) -> impl Stream<Item = Result<InstanceStatus>> + Send + 'static {
+    pub fn query(&self, query: &InstanceQuery) -> BoxStream<'static, Result<InstanceStatus>> {
         let store = self.clone();
         let query = query.clone();
         let start: Option<Option<Continuation>> = Some(None);
@@ -337,6 +335,7 @@ impl InstanceStore {
             }
         })
         .try_flatten()
+        .boxed()
     }
 
     /// Counts the matching instances per runtime status, reading only the

@@ -13,11 +13,21 @@ use durable_status::{InstanceStore, StorageConfig, StoreOptions};
 /// emulator started by hand) instead of starting Azurite.
 pub const CONNECTION_STRING_VARIABLE: &str = "DURABLE_STATUS_TEST_CONNECTION_STRING";
 
+pub mod proxy;
+
+/// The table service under test: the endpoint of
+/// `DURABLE_STATUS_TEST_CONNECTION_STRING`, or the bundled emulator.
 pub fn storage() -> StorageConfig {
     if let Ok(text) = std::env::var(CONNECTION_STRING_VARIABLE) {
         return StorageConfig::from_connection_string(&text)
             .unwrap_or_else(|e| panic!("{CONNECTION_STRING_VARIABLE} is unusable: {e}"));
     }
+    emulator()
+}
+
+/// The bundled emulator, whatever the environment says: for tests that put
+/// a proxy on loopback in front of the service.
+pub fn emulator() -> StorageConfig {
     static AZURITE: OnceLock<Result<Azurite, String>> = OnceLock::new();
     match AZURITE.get_or_init(|| Azurite::start_bundled().map_err(|e| e.to_string())) {
         Ok(azurite) => azurite.config(),
@@ -26,6 +36,18 @@ pub fn storage() -> StorageConfig {
              (or set {CONNECTION_STRING_VARIABLE} to use another endpoint)"
         ),
     }
+}
+
+/// A store of a new task hub on the bundled emulator, reached through a proxy.
+pub async fn proxied_store(options: StoreOptions) -> (InstanceStore, proxy::Proxy) {
+    let behind = emulator();
+    let proxy = proxy::Proxy::start(&behind);
+    let store = InstanceStore::connect_with(&proxy.config(&behind), &unique_hub(), options)
+        .await
+        .expect("the store connects through the proxy");
+    proxy.take_requests();
+    proxy.take_lines();
+    (store, proxy)
 }
 
 /// A task hub name no other test uses.

@@ -1,0 +1,165 @@
+//! A loopback TCP pass-through in front of the table service. The requests
+//! are real; the proxy only counts them, records their request lines, counts
+//! connections, and on demand cuts every connection after some number of
+//! requests (a storage outage in the middle of an operation).
+
+use std::io::{Read, Write};
+use std::net::{Shutdown, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+use durable_status::StorageConfig;
+
+#[derive(Default)]
+struct State {
+    requests: AtomicUsize,
+    connections: AtomicUsize,
+    lines: Mutex<Vec<String>>,
+    /// Requests still let through; usize::MAX for no limit.
+    budget: AtomicUsize,
+}
+
+pub struct Proxy {
+    port: u16,
+    state: Arc<State>,
+}
+
+impl Proxy {
+    /// Starts a proxy in front of the table service of `config` (an http
+    /// endpoint on this machine).
+    pub fn start(config: &StorageConfig) -> Proxy {
+        let authority = config
+            .table_endpoint
+            .strip_prefix("http://")
+            .and_then(|rest| rest.split('/').next())
+            .expect("the proxy fronts an http endpoint")
+            .to_owned();
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let state = Arc::new(State {
+            budget: AtomicUsize::new(usize::MAX),
+            ..State::default()
+        });
+        let shared = Arc::clone(&state);
+        std::thread::spawn(move || {
+            for client in listener.incoming() {
+                let Ok(client) = client else { break };
+                shared.connections.fetch_add(1, Ordering::SeqCst);
+                if shared.budget.load(Ordering::SeqCst) == 0 {
+                    let _ = client.shutdown(Shutdown::Both);
+                    continue;
+                }
+                let Ok(server) = TcpStream::connect(&authority) else {
+                    continue;
+                };
+                let (client_read, server_write) =
+                    (client.try_clone().unwrap(), server.try_clone().unwrap());
+                let state = Arc::clone(&shared);
+                std::thread::spawn(move || requests(client_read, server_write, state));
+                std::thread::spawn(move || responses(server, client));
+            }
+        });
+        Proxy { port, state }
+    }
+
+    /// The same account, reached through the proxy.
+    pub fn config(&self, behind: &StorageConfig) -> StorageConfig {
+        let path = behind
+            .table_endpoint
+            .splitn(4, '/')
+            .nth(3)
+            .unwrap_or_default();
+        StorageConfig {
+            table_endpoint: format!("http://127.0.0.1:{}/{path}", self.port),
+            ..behind.clone()
+        }
+    }
+
+    /// Requests since the last call.
+    pub fn take_requests(&self) -> usize {
+        self.state.requests.swap(0, Ordering::SeqCst)
+    }
+
+    /// Request lines (`GET /path?query HTTP/1.1`, percent-decoded) since the last call.
+    pub fn take_lines(&self) -> Vec<String> {
+        std::mem::take(&mut *self.state.lines.lock().unwrap())
+    }
+
+    /// TCP connections opened through the proxy so far.
+    pub fn connections(&self) -> usize {
+        self.state.connections.load(Ordering::SeqCst)
+    }
+
+    /// Lets `n` more requests through, then cuts every connection.
+    pub fn fail_after(&self, n: usize) {
+        self.state.budget.store(n, Ordering::SeqCst);
+    }
+}
+
+fn requests(mut from: TcpStream, mut to: TcpStream, state: Arc<State>) {
+    const LINE_END: &[u8] = b" HTTP/1.1\r\n";
+    let mut buf = [0u8; 16 * 1024];
+    let mut pending: Vec<u8> = Vec::new();
+    loop {
+        let n = match from.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => n,
+        };
+        pending.extend_from_slice(&buf[..n]);
+        while let Some(at) = pending.windows(LINE_END.len()).position(|w| w == LINE_END) {
+            let start = pending[..at]
+                .iter()
+                .rposition(|b| *b == b'\n')
+                .map_or(0, |i| i + 1);
+            let line =
+                String::from_utf8_lossy(&pending[start..at + LINE_END.len() - 2]).into_owned();
+            let allowed = state
+                .budget
+                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |b| match b {
+                    0 => None,
+                    usize::MAX => Some(usize::MAX),
+                    b => Some(b - 1),
+                })
+                .is_ok();
+            if !allowed {
+                let _ = from.shutdown(Shutdown::Both);
+                let _ = to.shutdown(Shutdown::Both);
+                return;
+            }
+            state.requests.fetch_add(1, Ordering::SeqCst);
+            state.lines.lock().unwrap().push(percent_decode(&line));
+            pending.drain(..at + LINE_END.len());
+        }
+        // Bodies can be large; a request line is never longer than this.
+        if pending.len() > 16 * 1024 {
+            pending.drain(..pending.len() - 8 * 1024);
+        }
+        if to.write_all(&buf[..n]).is_err() {
+            break;
+        }
+    }
+    let _ = to.shutdown(Shutdown::Write);
+}
+
+fn responses(mut from: TcpStream, mut to: TcpStream) {
+    let _ = std::io::copy(&mut from, &mut to);
+    let _ = to.shutdown(Shutdown::Both);
+}
+
+fn percent_decode(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' && i + 2 < bytes.len() {
+            if let Ok(b) = u8::from_str_radix(&text[i + 1..i + 3], 16) {
+                out.push(b);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(if bytes[i] == b'+' { b' ' } else { bytes[i] });
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
