@@ -117,3 +117,25 @@ pub async fn write_raw_row(store: &InstanceStore, row: serde_json::Value) {
             .await
             .expect("the raw row is written");
 }
+
+/// The same task hub as `store`, on the bundled emulator through a new proxy.
+pub async fn through_proxy(
+    store: &InstanceStore,
+    options: StoreOptions,
+) -> (InstanceStore, proxy::Proxy) {
+    let behind = emulator();
+    let proxy = proxy::Proxy::start(&behind);
+    let proxied = InstanceStore::connect_with(&proxy.config(&behind), store.task_hub(), options)
+        .await
+        .expect("the store connects through the proxy");
+    proxy.take_requests();
+    proxy.take_lines();
+    (proxied, proxy)
+}
+
+/// A store on the bundled emulator (for tests that also go through a proxy).
+pub async fn emulator_store() -> InstanceStore {
+    InstanceStore::connect(&emulator(), &unique_hub())
+        .await
+        .expect("the store connects")
+}
