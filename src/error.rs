@@ -51,6 +51,26 @@ pub enum Error {
         status: Option<crate::RuntimeStatus>,
     },
 
+    /// The instance is terminal already; the change asked for does not apply.
+    #[error("instance '{instance_id}' is already {status}")]
+    Terminal {
+        /// The instance id.
+        instance_id: String,
+        /// Its terminal status.
+        status: crate::RuntimeStatus,
+    },
+
+    /// The instance is not terminal, and the operation needs it to be.
+    #[error(
+        "instance '{instance_id}' is {status}; only instances in a terminal state can be purged"
+    )]
+    NotTerminal {
+        /// The instance id.
+        instance_id: String,
+        /// Its current status.
+        status: crate::RuntimeStatus,
+    },
+
     /// A conditional write lost: the instance changed since its ETag was read.
     #[error("instance '{instance_id}' was changed by another writer (ETag mismatch)")]
     Conflict {

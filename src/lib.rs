@@ -4,6 +4,8 @@
 pub mod config;
 pub mod emulator;
 mod error;
+#[cfg(feature = "http")]
+pub mod http;
 mod model;
 mod purge;
 mod query;

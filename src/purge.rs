@@ -162,6 +162,42 @@ impl InstanceStore {
         self.delete(instance_id).await
     }
 
+    /// Deletes one instance only if it is terminal, at the version read: a
+    /// run that is still going is never purged. `Ok(false)` when there was
+    /// nothing to delete; [`Error::NotTerminal`] when it is not terminal.
+    pub async fn purge_terminal_instance(&self, instance_id: &str) -> Result<bool> {
+        let pk = wire::partition_key(instance_id)?;
+        loop {
+            let Some((row, etag)) = self
+                .client
+                .get(
+                    &pk,
+                    INSTANCE_ROW_KEY,
+                    Some(&[wire::PARTITION_KEY, wire::RUNTIME_STATUS]),
+                )
+                .await?
+            else {
+                return Ok(false);
+            };
+            let status = wire::decode_instance(&row, etag.clone())?.runtime_status;
+            if !status.is_terminal() {
+                return Err(Error::NotTerminal {
+                    instance_id: instance_id.to_owned(),
+                    status,
+                });
+            }
+            match self
+                .client
+                .delete(&pk, INSTANCE_ROW_KEY, &WriteCondition::IfMatch(etag))
+                .await
+            {
+                // Changed since it was read: look again.
+                Err(Error::Storage { status: 412, .. }) => continue,
+                other => return other,
+            }
+        }
+    }
+
     /// Deletes every instance that matches the filter. See
     /// [`InstanceStore::purge_with_progress`].
     pub async fn purge(

@@ -170,6 +170,19 @@ impl InstanceStore {
         })
     }
 
+    /// Opens the store of `task_hub` without creating its table or sending
+    /// anything: reads of a task hub that does not exist find nothing.
+    pub fn open(config: &StorageConfig, task_hub: &str, options: StoreOptions) -> Result<Self> {
+        wire::validate_task_hub(task_hub)?;
+        options.validate()?;
+        let client = TableClient::new(config, &wire::instances_table(task_hub), &options)?;
+        Ok(InstanceStore {
+            client,
+            task_hub: task_hub.to_owned(),
+            options,
+        })
+    }
+
     /// The task hub's name.
     pub fn task_hub(&self) -> &str {
         &self.task_hub
@@ -352,6 +365,50 @@ impl InstanceStore {
             .merge(&pk, INSTANCE_ROW_KEY, &entity, condition)
             .await
             .map_err(|e| self.write_error(e, instance_id))
+    }
+
+    /// Applies a state change unless the instance is terminal: reads its
+    /// status, then writes on the ETag read, so it cannot turn a run that
+    /// finished meanwhile back into another state. [`Error::Terminal`] when
+    /// it is terminal, [`Error::NotFound`] when absent. Two requests.
+    pub async fn change_state_unless_terminal(
+        &self,
+        instance_id: &str,
+        change: &StateChange,
+    ) -> Result<ETag> {
+        let pk = wire::partition_key(instance_id)?;
+        change.validate()?;
+        let mut attempt = 0;
+        loop {
+            let (row, etag) = self
+                .client
+                .get(
+                    &pk,
+                    INSTANCE_ROW_KEY,
+                    Some(&[wire::PARTITION_KEY, wire::RUNTIME_STATUS]),
+                )
+                .await?
+                .ok_or_else(|| Error::NotFound {
+                    instance_id: instance_id.to_owned(),
+                })?;
+            let status = wire::decode_instance(&row, etag.clone())?.runtime_status;
+            if status.is_terminal() {
+                return Err(Error::Terminal {
+                    instance_id: instance_id.to_owned(),
+                    status,
+                });
+            }
+            match self
+                .change_state(instance_id, change, &WriteCondition::IfMatch(etag))
+                .await
+            {
+                Err(Error::Conflict { .. }) if attempt < self.options.conflict_retries => {
+                    attempt += 1;
+                    tokio::time::sleep(conflict_backoff(attempt)).await;
+                }
+                other => return other,
+            }
+        }
     }
 
     /// Pending to Running.

@@ -283,3 +283,34 @@ async fn deletes_run_concurrently_within_the_bound() -> Result<()> {
     }
     Ok(())
 }
+
+#[tokio::test]
+async fn purging_one_terminal_instance_refuses_a_running_one() -> Result<()> {
+    let store = common::store().await;
+    instances(
+        &store,
+        &[
+            ("done", RuntimeStatus::Completed),
+            ("busy", RuntimeStatus::Running),
+        ],
+    )
+    .await?;
+    assert!(store.purge_terminal_instance("done").await?);
+    assert!(
+        !store.purge_terminal_instance("done").await?,
+        "nothing left to delete"
+    );
+    let err = store.purge_terminal_instance("busy").await.unwrap_err();
+    assert!(
+        matches!(
+            err,
+            Error::NotTerminal {
+                status: RuntimeStatus::Running,
+                ..
+            }
+        ),
+        "{err}"
+    );
+    assert!(store.get("busy").await?.is_some());
+    Ok(())
+}

@@ -748,3 +748,61 @@ async fn secrets_stay_out_of_debug_output() -> Result<()> {
     }
     Ok(())
 }
+
+#[tokio::test]
+async fn guarded_state_changes_refuse_terminal_instances() -> Result<()> {
+    let store = common::store().await;
+    created(&store, "g").await?;
+    let terminate = StateChange::Terminate { reason: "r".into() };
+    store
+        .change_state_unless_terminal("g", &StateChange::Suspend)
+        .await?;
+    assert_eq!(
+        store.get("g").await?.unwrap().runtime_status,
+        RuntimeStatus::Suspended
+    );
+    store.change_state_unless_terminal("g", &terminate).await?;
+    let err = store
+        .change_state_unless_terminal("g", &StateChange::Resume)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            Error::Terminal {
+                status: RuntimeStatus::Terminated,
+                ..
+            }
+        ),
+        "{err}"
+    );
+    assert_eq!(err.to_string(), "instance 'g' is already Terminated");
+    assert_eq!(
+        store.get("g").await?.unwrap().runtime_status,
+        RuntimeStatus::Terminated
+    );
+    let err = store
+        .change_state_unless_terminal("nope", &terminate)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::NotFound { .. }), "{err}");
+    Ok(())
+}
+
+#[tokio::test]
+async fn opening_a_hub_sends_nothing_and_finds_nothing() -> Result<()> {
+    let store = InstanceStore::open(
+        &common::storage(),
+        &common::unique_hub(),
+        StoreOptions::default(),
+    )?;
+    assert!(
+        store.get("x").await?.is_none(),
+        "the table does not exist, and that reads as absent"
+    );
+    assert!(matches!(
+        store.start("x").await,
+        Err(Error::NotFound { .. })
+    ));
+    Ok(())
+}

@@ -1,0 +1,259 @@
+//! The API's routes, relative to a base path.
+
+use axum::extract::{OriginalUri, Path, RawQuery, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde_json::json;
+use time::OffsetDateTime;
+
+use super::params::Params;
+use super::status::StatusPayload;
+use super::{ApiError, HttpApi};
+use crate::model::RuntimeStatus;
+use crate::purge::PurgeFilter;
+use crate::query::{InstanceQuery, DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE};
+use crate::store::ReadOptions;
+use crate::wire::StateChange;
+
+/// The header that carries a listing's continuation, both ways.
+pub const CONTINUATION_HEADER: &str = "x-ms-continuation-token";
+
+pub(super) fn routes() -> Router<HttpApi> {
+    Router::new()
+        .route("/instances", get(list_instances).delete(purge_instances))
+        .route("/instances/", get(list_instances).delete(purge_instances))
+        .route("/instances/{id}", get(get_instance).delete(delete_instance))
+        .route("/instances/{id}/{operation}", post(instance_operation))
+        .route(
+            "/instances/{id}/{operation}/{argument}",
+            post(instance_operation_with_argument),
+        )
+        .route("/orchestrators/{function}", post(start_orchestration))
+        .route("/orchestrators/{function}/{id}", post(start_orchestration))
+}
+
+type ApiResult = Result<Response, ApiError>;
+
+async fn get_instance(
+    State(api): State<HttpApi>,
+    Path(id): Path<String>,
+    OriginalUri(uri): OriginalUri,
+    headers: HeaderMap,
+    RawQuery(query): RawQuery,
+) -> ApiResult {
+    let params = Params::parse(query.as_deref());
+    let show_input = params.bool("showInput", true)?;
+    // No history is kept: these are accepted, and nothing is added.
+    params.bool("showHistory", false)?;
+    params.bool("showHistoryOutput", false)?;
+    let error_on_failure = params.bool("returnInternalServerErrorOnFailure", false)?;
+    let store = api.store_for(params.get("taskHub"))?;
+    let read = ReadOptions {
+        include_input: show_input,
+        include_output: true,
+    };
+    let Some(status) = store.get_with(&id, read).await? else {
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            format!("instance '{id}' was not found"),
+        ));
+    };
+    let payload = Json(StatusPayload::new(&status, show_input));
+    Ok(match status.runtime_status {
+        RuntimeStatus::Running
+        | RuntimeStatus::Pending
+        | RuntimeStatus::ContinuedAsNew
+        | RuntimeStatus::Suspended => {
+            let mut answer = HeaderMap::new();
+            // The same status URL, absolute, query included, as the original.
+            let host = headers
+                .get("host")
+                .and_then(|h| h.to_str().ok())
+                .unwrap_or("localhost");
+            let scheme = headers
+                .get("x-forwarded-proto")
+                .and_then(|h| h.to_str().ok())
+                .unwrap_or("http");
+            if let Ok(location) = HeaderValue::from_str(&format!("{scheme}://{host}{uri}")) {
+                answer.insert("location", location);
+            }
+            answer.insert("retry-after", HeaderValue::from_static("5"));
+            (StatusCode::ACCEPTED, answer, payload).into_response()
+        }
+        RuntimeStatus::Failed if error_on_failure => {
+            (StatusCode::INTERNAL_SERVER_ERROR, payload).into_response()
+        }
+        RuntimeStatus::Completed
+        | RuntimeStatus::Failed
+        | RuntimeStatus::Canceled
+        | RuntimeStatus::Terminated => (StatusCode::OK, payload).into_response(),
+        // The original answers a state it does not know with 500.
+        RuntimeStatus::Unknown => (StatusCode::INTERNAL_SERVER_ERROR, payload).into_response(),
+    })
+}
+
+async fn list_instances(
+    State(api): State<HttpApi>,
+    headers: HeaderMap,
+    RawQuery(query): RawQuery,
+) -> ApiResult {
+    let params = Params::parse(query.as_deref());
+    let show_input = params.bool("showInput", false)?;
+    let mut query = InstanceQuery::new()
+        .statuses(params.statuses()?)
+        .page_size(params.top(DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)?)
+        .include_input(show_input);
+    if let Some(from) = params.time("createdTimeFrom")? {
+        query = query.created_from(from);
+    }
+    if let Some(to) = params.time("createdTimeTo")? {
+        query = query.created_to(to);
+    }
+    if let Some(prefix) = params.get("instanceIdPrefix") {
+        query = query.instance_id_prefix(prefix);
+    }
+    let token = match headers.get(CONTINUATION_HEADER) {
+        None => None,
+        Some(value) => {
+            let text = value
+                .to_str()
+                .map_err(|_| ApiError::bad_parameter(CONTINUATION_HEADER, "is not text"))?;
+            // The original sends the literal `null` at the end: a client that
+            // echoes it back is at the end, not at the beginning.
+            if text.trim().is_empty() || text.trim() == "null" {
+                return Ok((StatusCode::OK, Json(Vec::<StatusPayload>::new())).into_response());
+            }
+            Some(text.to_owned())
+        }
+    };
+    let store = api.store_for(params.get("taskHub"))?;
+    let page = store
+        .query_page(&query, token.as_deref())
+        .await
+        .map_err(|e| match e {
+            crate::Error::Invalid {
+                field: "continuation token",
+                reason,
+            } => ApiError::bad_parameter(CONTINUATION_HEADER, reason),
+            other => other.into(),
+        })?;
+    let body: Vec<StatusPayload> = page
+        .instances
+        .iter()
+        .map(|s| StatusPayload::new(s, show_input))
+        .collect();
+    let mut answer = HeaderMap::new();
+    if let Some(next) = page.continuation_token {
+        answer.insert(
+            CONTINUATION_HEADER,
+            HeaderValue::from_str(&next).expect("tokens are header-safe"),
+        );
+    }
+    Ok((StatusCode::OK, answer, Json(body)).into_response())
+}
+
+async fn delete_instance(
+    State(api): State<HttpApi>,
+    Path(id): Path<String>,
+    RawQuery(query): RawQuery,
+) -> ApiResult {
+    let params = Params::parse(query.as_deref());
+    let store = api.store_for(params.get("taskHub"))?;
+    if store.purge_terminal_instance(&id).await? {
+        Ok((StatusCode::OK, Json(json!({"instancesDeleted": 1}))).into_response())
+    } else {
+        Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            format!("instance '{id}' was not found"),
+        ))
+    }
+}
+
+async fn purge_instances(State(api): State<HttpApi>, RawQuery(query): RawQuery) -> ApiResult {
+    let params = Params::parse(query.as_deref());
+    let from = params.time("createdTimeFrom")?.ok_or_else(|| {
+        ApiError::bad_parameter("createdTimeFrom", "is required to purge instances")
+    })?;
+    let to = params
+        .time("createdTimeTo")?
+        .unwrap_or_else(OffsetDateTime::now_utc);
+    let statuses = params.statuses()?;
+    let mut filter = PurgeFilter::created_from(from)
+        .created_to(to)
+        .allow_non_terminal(params.bool("allowNonTerminal", false)?);
+    if !statuses.is_empty() {
+        filter = filter.statuses(statuses);
+    }
+    filter.effective_statuses().map_err(|e| match e {
+        crate::Error::Invalid { reason, .. } => ApiError::bad_parameter("runtimeStatus", reason),
+        other => other.into(),
+    })?;
+    let store = api.store_for(params.get("taskHub"))?;
+    let done = store.purge(&filter).await.map_err(|interrupted| {
+        let message = interrupted.to_string();
+        ApiError::new(ApiError::from(*interrupted.source).status, message)
+    })?;
+    if done.deleted == 0 {
+        return Err(ApiError::new(StatusCode::NOT_FOUND, "no instance matched"));
+    }
+    Ok((
+        StatusCode::OK,
+        Json(json!({"instancesDeleted": done.deleted})),
+    )
+        .into_response())
+}
+
+async fn instance_operation(
+    State(api): State<HttpApi>,
+    Path((id, operation)): Path<(String, String)>,
+    RawQuery(query): RawQuery,
+) -> ApiResult {
+    let params = Params::parse(query.as_deref());
+    let change = match operation.to_ascii_lowercase().as_str() {
+        "terminate" => StateChange::Terminate {
+            reason: params.get("reason").unwrap_or_default().to_owned(),
+        },
+        "suspend" => StateChange::Suspend,
+        "resume" => StateChange::Resume,
+        "rewind" | "restart" | "raiseevent" => return Ok(engine_required(&operation)),
+        _ => {
+            return Err(ApiError::new(
+                StatusCode::NOT_FOUND,
+                format!("no operation '{operation}'"),
+            ))
+        }
+    };
+    let store = api.store_for(params.get("taskHub"))?;
+    store.change_state_unless_terminal(&id, &change).await?;
+    Ok(StatusCode::ACCEPTED.into_response())
+}
+
+async fn instance_operation_with_argument(
+    Path((_, operation, _)): Path<(String, String, String)>,
+) -> ApiResult {
+    if operation.eq_ignore_ascii_case("raiseEvent") {
+        Ok(engine_required(&operation))
+    } else {
+        Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            format!("no operation '{operation}'"),
+        ))
+    }
+}
+
+async fn start_orchestration() -> Response {
+    engine_required("start an orchestration")
+}
+
+fn engine_required(what: &str) -> Response {
+    ApiError::new(
+        StatusCode::NOT_IMPLEMENTED,
+        format!(
+            "{what}: this server stores and serves orchestration status and runs no orchestrations; \
+             send this to the orchestration engine (the Durable Functions host)"
+        ),
+    )
+    .into_response()
+}

@@ -1,0 +1,763 @@
+//! The HTTP status API against a real table service, through real HTTP.
+
+mod common;
+
+use std::collections::BTreeSet;
+
+use anyhow::Result;
+use durable_status::http::{HttpApi, BASE_PATH, LEGACY_BASE_PATH};
+use durable_status::{CustomStatus, InstanceStore, JsonText, NewInstance, RuntimeStatus, Secret};
+use reqwest::{Method, StatusCode};
+use serde_json::{json, Value};
+
+struct Server {
+    base: String,
+    store: InstanceStore,
+    client: reqwest::Client,
+}
+
+async fn server_with_keys(keys: &[&str]) -> Server {
+    let store = common::store().await;
+    let api = HttpApi::new(
+        store.clone(),
+        common::storage(),
+        keys.iter().map(|k| Secret::new(*k)).collect(),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(durable_status::http::serve(
+        listener,
+        api,
+        std::future::pending(),
+    ));
+    Server {
+        base: format!("http://{addr}"),
+        store,
+        client: reqwest::Client::new(),
+    }
+}
+
+async fn server() -> Server {
+    server_with_keys(&[]).await
+}
+
+struct Answer {
+    status: StatusCode,
+    headers: reqwest::header::HeaderMap,
+    body: Value,
+}
+
+impl Server {
+    async fn send(&self, method: Method, path: &str, headers: &[(&str, &str)]) -> Answer {
+        let mut request = self.client.request(method, format!("{}{path}", self.base));
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        let response = request.send().await.expect("the server answers");
+        let status = response.status();
+        let headers = response.headers().clone();
+        let bytes = response.bytes().await.unwrap();
+        let body = if bytes.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_slice(&bytes).unwrap_or(Value::Null)
+        };
+        Answer {
+            status,
+            headers,
+            body,
+        }
+    }
+
+    async fn get(&self, path: &str) -> Answer {
+        self.send(Method::GET, &format!("{BASE_PATH}{path}"), &[])
+            .await
+    }
+
+    async fn post(&self, path: &str) -> Answer {
+        self.send(Method::POST, &format!("{BASE_PATH}{path}"), &[])
+            .await
+    }
+
+    async fn delete(&self, path: &str) -> Answer {
+        self.send(Method::DELETE, &format!("{BASE_PATH}{path}"), &[])
+            .await
+    }
+
+    async fn instance(&self, id: &str, status: RuntimeStatus) {
+        self.store
+            .create(NewInstance::new(id, "ProcessOrder"))
+            .await
+            .unwrap();
+        let store = &self.store;
+        match status {
+            RuntimeStatus::Pending => {}
+            RuntimeStatus::Running => drop(store.start(id).await.unwrap()),
+            RuntimeStatus::Suspended => drop(store.suspend(id).await.unwrap()),
+            RuntimeStatus::ContinuedAsNew => drop(store.continue_as_new(id, None).await.unwrap()),
+            RuntimeStatus::Completed => drop(
+                store
+                    .complete(id, Some(JsonText::from_value(&"done").unwrap()))
+                    .await
+                    .unwrap(),
+            ),
+            RuntimeStatus::Failed => drop(store.fail(id, "boom").await.unwrap()),
+            RuntimeStatus::Terminated => drop(store.terminate(id, "stop").await.unwrap()),
+            other => panic!("not planned: {other}"),
+        }
+    }
+}
+
+fn message(answer: &Answer) -> &str {
+    answer.body["Message"]
+        .as_str()
+        .unwrap_or_else(|| panic!("an error message: {}", answer.body))
+}
+
+#[tokio::test]
+async fn a_running_instance_answers_202_with_the_contract_body() -> Result<()> {
+    let server = server().await;
+    server.instance("instance123", RuntimeStatus::Running).await;
+    let custom = CustomStatus::from_json(r#"{"nextActions":["A","B","C"],"foo":2}"#)?;
+    server
+        .store
+        .set_custom_status("instance123", Some(&custom))
+        .await?;
+
+    let answer = server
+        .get("/instances/instance123?showInput=true&x=1")
+        .await;
+    assert_eq!(answer.status, StatusCode::ACCEPTED);
+    assert_eq!(
+        answer.headers["location"],
+        format!(
+            "{}{BASE_PATH}/instances/instance123?showInput=true&x=1",
+            server.base
+        )
+        .as_str()
+    );
+    assert_eq!(answer.headers["retry-after"], "5");
+
+    // Field by field against the contract's example.
+    let body = answer.body.as_object().unwrap();
+    let names: Vec<&str> = body.keys().map(String::as_str).collect();
+    let mut expected_names = vec![
+        "name",
+        "instanceId",
+        "runtimeStatus",
+        "input",
+        "customStatus",
+        "output",
+        "createdTime",
+        "lastUpdatedTime",
+    ];
+    expected_names.sort();
+    let mut sorted = names.clone();
+    sorted.sort();
+    assert_eq!(sorted, expected_names, "exactly the contract's names");
+    assert_eq!(body["name"], "ProcessOrder");
+    assert_eq!(body["instanceId"], "instance123");
+    assert_eq!(body["runtimeStatus"], "Running");
+    assert_eq!(body["input"], Value::Null);
+    assert_eq!(
+        body["customStatus"],
+        json!({"nextActions": ["A", "B", "C"], "foo": 2})
+    );
+    assert_eq!(body["output"], Value::Null);
+    for time in ["createdTime", "lastUpdatedTime"] {
+        let text = body[time].as_str().unwrap();
+        assert_eq!(text.len(), "2017-10-06T18:30:24Z".len(), "{time}: {text}");
+        assert!(text.ends_with('Z') && !text.contains('.'), "{time}: {text}");
+    }
+    Ok(())
+}
+
+#[tokio::test]
+async fn status_codes_follow_the_runtime_status() -> Result<()> {
+    let server = server().await;
+    for (id, status, code) in [
+        ("pending", RuntimeStatus::Pending, StatusCode::ACCEPTED),
+        ("suspended", RuntimeStatus::Suspended, StatusCode::ACCEPTED),
+        (
+            "continued",
+            RuntimeStatus::ContinuedAsNew,
+            StatusCode::ACCEPTED,
+        ),
+        ("completed", RuntimeStatus::Completed, StatusCode::OK),
+        ("failed", RuntimeStatus::Failed, StatusCode::OK),
+        ("terminated", RuntimeStatus::Terminated, StatusCode::OK),
+    ] {
+        server.instance(id, status).await;
+        let answer = server.get(&format!("/instances/{id}")).await;
+        assert_eq!(answer.status, code, "{id}");
+        assert_eq!(
+            answer.headers.contains_key("location"),
+            code == StatusCode::ACCEPTED,
+            "{id}"
+        );
+        assert_eq!(answer.body["runtimeStatus"], status.name());
+    }
+    let failed = server
+        .get("/instances/failed?returnInternalServerErrorOnFailure=true")
+        .await;
+    assert_eq!(failed.status, StatusCode::INTERNAL_SERVER_ERROR);
+    assert_eq!(failed.body["output"], "boom");
+    assert_eq!(
+        server
+            .get("/instances/completed?returnInternalServerErrorOnFailure=true")
+            .await
+            .status,
+        StatusCode::OK
+    );
+
+    common::write_raw_row(
+        &server.store,
+        json!({"PartitionKey": "canceled", "RowKey": "", "RuntimeStatus": "Canceled"}),
+    )
+    .await;
+    assert_eq!(
+        server.get("/instances/canceled").await.status,
+        StatusCode::OK
+    );
+    common::write_raw_row(
+        &server.store,
+        json!({"PartitionKey": "odd", "RowKey": "", "RuntimeStatus": "Whatever"}),
+    )
+    .await;
+    assert_eq!(
+        server.get("/instances/odd").await.status,
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "as the original"
+    );
+
+    let missing = server.get("/instances/nobody").await;
+    assert_eq!(missing.status, StatusCode::NOT_FOUND);
+    assert!(message(&missing).contains("nobody"));
+    Ok(())
+}
+
+#[tokio::test]
+async fn input_output_and_history_flags() -> Result<()> {
+    let server = server().await;
+    server
+        .store
+        .create(NewInstance::new("io", "Orch").input_value(&json!({"order": 7}))?)
+        .await?;
+    server
+        .store
+        .complete("io", Some(JsonText::parse("output", "[1,2]")?))
+        .await?;
+    let shown = server.get("/instances/io").await;
+    assert_eq!(
+        (shown.body["input"].clone(), shown.body["output"].clone()),
+        (json!({"order": 7}), json!([1, 2]))
+    );
+    let hidden = server.get("/instances/io?showInput=false").await;
+    assert_eq!(hidden.body["input"], Value::Null);
+    let history = server
+        .get("/instances/io?showHistory=true&showHistoryOutput=true")
+        .await;
+    assert_eq!(history.status, StatusCode::OK);
+    assert!(
+        history.body.get("historyEvents").is_none(),
+        "no history is kept"
+    );
+    let bad = server.get("/instances/io?showInput=perhaps").await;
+    assert_eq!(bad.status, StatusCode::BAD_REQUEST);
+    assert!(message(&bad).starts_with("showInput:"), "{}", message(&bad));
+    Ok(())
+}
+
+#[tokio::test]
+async fn the_legacy_base_path_routes_to_the_same_handlers() -> Result<()> {
+    let server = server().await;
+    server.instance("old", RuntimeStatus::Running).await;
+    let legacy = server
+        .send(
+            Method::GET,
+            &format!("{LEGACY_BASE_PATH}/instances/old"),
+            &[],
+        )
+        .await;
+    assert_eq!(legacy.status, StatusCode::ACCEPTED);
+    assert_eq!(legacy.body["instanceId"], "old");
+    let list = server
+        .send(Method::GET, &format!("{LEGACY_BASE_PATH}/instances"), &[])
+        .await;
+    assert_eq!(list.body.as_array().unwrap().len(), 1);
+    let terminate = server
+        .send(
+            Method::POST,
+            &format!("{LEGACY_BASE_PATH}/instances/old/terminate?reason=x"),
+            &[],
+        )
+        .await;
+    assert_eq!(terminate.status, StatusCode::ACCEPTED);
+    Ok(())
+}
+
+#[tokio::test]
+async fn listing_pages_through_250_instances_with_the_header() -> Result<()> {
+    let server = server().await;
+    futures::future::try_join_all((0..250).map(|i| {
+        server
+            .store
+            .create(NewInstance::new(format!("i{i:03}"), "Orch"))
+    }))
+    .await?;
+    let mut seen = Vec::new();
+    let mut token: Option<String> = None;
+    let mut sizes = Vec::new();
+    loop {
+        let headers: Vec<(&str, &str)> = token
+            .iter()
+            .map(|t| ("x-ms-continuation-token", t.as_str()))
+            .collect();
+        let page = server
+            .send(
+                Method::GET,
+                &format!("{BASE_PATH}/instances?top=100"),
+                &headers,
+            )
+            .await;
+        assert_eq!(page.status, StatusCode::OK);
+        let items = page.body.as_array().unwrap();
+        sizes.push(items.len());
+        seen.extend(
+            items
+                .iter()
+                .map(|i| i["instanceId"].as_str().unwrap().to_owned()),
+        );
+        match page.headers.get("x-ms-continuation-token") {
+            Some(next) => token = Some(next.to_str()?.to_owned()),
+            None => break,
+        }
+    }
+    assert_eq!(sizes, [100, 100, 50], "no token header on the last page");
+    let unique: BTreeSet<_> = seen.iter().collect();
+    assert_eq!((seen.len(), unique.len()), (250, 250));
+    Ok(())
+}
+
+#[tokio::test]
+async fn listing_filters_and_their_errors() -> Result<()> {
+    let server = server().await;
+    for (id, status) in [
+        ("a-run", RuntimeStatus::Running),
+        ("a-done", RuntimeStatus::Completed),
+        ("b-fail", RuntimeStatus::Failed),
+        ("b-pend", RuntimeStatus::Pending),
+    ] {
+        server.instance(id, status).await;
+    }
+    let ids = |answer: Answer| -> Vec<String> {
+        let mut ids: Vec<String> = answer
+            .body
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|i| i["instanceId"].as_str().unwrap().to_owned())
+            .collect();
+        ids.sort();
+        ids
+    };
+    assert_eq!(
+        ids(server.get("/instances?runtimeStatus=Running,Failed").await),
+        ["a-run", "b-fail"]
+    );
+    assert_eq!(
+        ids(server
+            .get("/instances?runtimeStatus=Running&runtimeStatus=Pending")
+            .await),
+        ["a-run", "b-pend"]
+    );
+    assert_eq!(
+        ids(server.get("/instances?instanceIdPrefix=b-").await),
+        ["b-fail", "b-pend"]
+    );
+    assert_eq!(
+        ids(server
+            .get("/instances?createdTimeFrom=2000-01-01T00:00:00Z&createdTimeTo=2001-01-01")
+            .await)
+        .len(),
+        0
+    );
+    assert_eq!(
+        ids(server
+            .get("/instances?createdTimeFrom=2000-01-01T00:00:00Z")
+            .await)
+        .len(),
+        4
+    );
+
+    let bad_status = server
+        .get("/instances?runtimeStatus=Running,Finished")
+        .await;
+    assert_eq!(bad_status.status, StatusCode::BAD_REQUEST);
+    assert!(
+        message(&bad_status).contains("'Finished'") && message(&bad_status).contains("Completed"),
+        "{}",
+        message(&bad_status)
+    );
+    for top in ["0", "1001", "x"] {
+        let answer = server.get(&format!("/instances?top={top}")).await;
+        assert_eq!(answer.status, StatusCode::BAD_REQUEST);
+        assert!(message(&answer).starts_with("top:"), "{}", message(&answer));
+    }
+    let bad_date = server.get("/instances?createdTimeFrom=last-week").await;
+    assert_eq!(bad_date.status, StatusCode::BAD_REQUEST);
+    assert!(message(&bad_date).starts_with("createdTimeFrom:"));
+    let long_prefix = server
+        .get(&format!("/instances?instanceIdPrefix={}", "p".repeat(600)))
+        .await;
+    assert_eq!(long_prefix.status, StatusCode::BAD_REQUEST);
+    assert!(
+        message(&long_prefix).contains("instance id prefix"),
+        "{}",
+        message(&long_prefix)
+    );
+
+    let bad_token = server
+        .send(
+            Method::GET,
+            &format!("{BASE_PATH}/instances"),
+            &[("x-ms-continuation-token", "garbage")],
+        )
+        .await;
+    assert_eq!(bad_token.status, StatusCode::BAD_REQUEST);
+    assert!(message(&bad_token).starts_with("x-ms-continuation-token:"));
+    let null_token = server
+        .send(
+            Method::GET,
+            &format!("{BASE_PATH}/instances"),
+            &[("x-ms-continuation-token", "null")],
+        )
+        .await;
+    assert_eq!(
+        (null_token.status, null_token.body.clone()),
+        (StatusCode::OK, json!([])),
+        "the end, not the start"
+    );
+
+    server
+        .store
+        .create(NewInstance::new("with-input", "Orch").input_value(&5)?)
+        .await?;
+    let list = server.get("/instances?instanceIdPrefix=with").await;
+    assert_eq!(
+        list.body[0]["input"],
+        Value::Null,
+        "lists leave the input out by default"
+    );
+    let list = server
+        .get("/instances?instanceIdPrefix=with&showInput=true")
+        .await;
+    assert_eq!(list.body[0]["input"], 5);
+    Ok(())
+}
+
+#[tokio::test]
+async fn deleting_one_instance() -> Result<()> {
+    let server = server().await;
+    server.instance("done", RuntimeStatus::Completed).await;
+    server.instance("busy", RuntimeStatus::Running).await;
+    let deleted = server.delete("/instances/done").await;
+    assert_eq!(
+        (deleted.status, deleted.body.clone()),
+        (StatusCode::OK, json!({"instancesDeleted": 1}))
+    );
+    assert_eq!(
+        server.delete("/instances/done").await.status,
+        StatusCode::NOT_FOUND
+    );
+    let busy = server.delete("/instances/busy").await;
+    assert_eq!(
+        busy.status,
+        StatusCode::PRECONDITION_FAILED,
+        "a running instance is not purged"
+    );
+    assert!(server.store.get("busy").await?.is_some());
+    Ok(())
+}
+
+#[tokio::test]
+async fn purging_by_filter() -> Result<()> {
+    let server = server().await;
+    for (id, status) in [
+        ("c1", RuntimeStatus::Completed),
+        ("f1", RuntimeStatus::Failed),
+        ("r1", RuntimeStatus::Running),
+    ] {
+        server.instance(id, status).await;
+    }
+    let missing = server.delete("/instances").await;
+    assert_eq!(missing.status, StatusCode::BAD_REQUEST);
+    assert!(message(&missing).starts_with("createdTimeFrom:"));
+
+    let running = server
+        .delete("/instances?createdTimeFrom=2000-01-01T00:00:00Z&runtimeStatus=Running")
+        .await;
+    assert_eq!(running.status, StatusCode::BAD_REQUEST);
+    assert!(
+        message(&running).contains("not terminal"),
+        "{}",
+        message(&running)
+    );
+
+    let old = server
+        .delete(
+            "/instances?createdTimeFrom=2000-01-01T00:00:00Z&createdTimeTo=2001-01-01T00:00:00Z",
+        )
+        .await;
+    assert_eq!(old.status, StatusCode::NOT_FOUND, "nothing matched");
+
+    let purged = server
+        .delete("/instances?createdTimeFrom=2000-01-01T00:00:00Z")
+        .await;
+    assert_eq!(
+        (purged.status, purged.body.clone()),
+        (StatusCode::OK, json!({"instancesDeleted": 2}))
+    );
+    assert!(
+        server.store.get("r1").await?.is_some(),
+        "terminal statuses by default"
+    );
+
+    let forced = server
+        .delete("/instances?createdTimeFrom=2000-01-01T00:00:00Z&runtimeStatus=Running&allowNonTerminal=true")
+        .await;
+    assert_eq!(forced.body, json!({"instancesDeleted": 1}));
+    Ok(())
+}
+
+#[tokio::test]
+async fn terminate_suspend_and_resume() -> Result<()> {
+    let server = server().await;
+    server.instance("job", RuntimeStatus::Running).await;
+    let suspend = server.post("/instances/job/suspend?reason=pause").await;
+    assert_eq!(suspend.status, StatusCode::ACCEPTED);
+    assert_eq!(
+        server.store.get("job").await?.unwrap().runtime_status,
+        RuntimeStatus::Suspended
+    );
+    assert_eq!(
+        server.post("/instances/job/resume").await.status,
+        StatusCode::ACCEPTED
+    );
+    assert_eq!(
+        server.store.get("job").await?.unwrap().runtime_status,
+        RuntimeStatus::Running
+    );
+    assert_eq!(
+        server
+            .post("/instances/job/terminate?reason=no%20longer%20needed")
+            .await
+            .status,
+        StatusCode::ACCEPTED
+    );
+    let status = server.store.get("job").await?.unwrap();
+    assert_eq!(
+        (status.runtime_status, status.output.as_deref()),
+        (RuntimeStatus::Terminated, Some("\"no longer needed\""))
+    );
+    for operation in ["terminate", "suspend", "resume"] {
+        assert_eq!(
+            server
+                .post(&format!("/instances/job/{operation}"))
+                .await
+                .status,
+            StatusCode::GONE,
+            "{operation}"
+        );
+        assert_eq!(
+            server
+                .post(&format!("/instances/ghost/{operation}"))
+                .await
+                .status,
+            StatusCode::NOT_FOUND
+        );
+    }
+    assert_eq!(
+        server.post("/instances/job/Terminate").await.status,
+        StatusCode::GONE,
+        "names ignore case"
+    );
+    assert_eq!(
+        server.post("/instances/job/explode").await.status,
+        StatusCode::NOT_FOUND
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn engine_operations_answer_501() -> Result<()> {
+    let server = server().await;
+    server.instance("e", RuntimeStatus::Running).await;
+    for path in [
+        "/instances/e/raiseEvent/Approval",
+        "/instances/e/rewind?reason=x",
+        "/instances/e/restart",
+        "/orchestrators/ProcessOrder",
+        "/orchestrators/ProcessOrder/new-id",
+    ] {
+        let answer = server.post(path).await;
+        assert_eq!(answer.status, StatusCode::NOT_IMPLEMENTED, "{path}");
+        assert!(
+            message(&answer).contains("runs no orchestrations"),
+            "{path}: {}",
+            message(&answer)
+        );
+    }
+    Ok(())
+}
+
+#[tokio::test]
+async fn keys_are_required_when_configured() -> Result<()> {
+    let server = server_with_keys(&["first-key", "second-key"]).await;
+    server.instance("k", RuntimeStatus::Completed).await;
+    let path = format!("{BASE_PATH}/instances/k");
+    let none = server.send(Method::GET, &path, &[]).await;
+    assert_eq!(none.status, StatusCode::UNAUTHORIZED);
+    assert!(message(&none).contains("x-functions-key"));
+    assert_eq!(
+        server
+            .send(Method::GET, &format!("{path}?code=wrong"), &[])
+            .await
+            .status,
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(
+        server
+            .send(Method::GET, &path, &[("x-functions-key", "first-key2")])
+            .await
+            .status,
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(
+        server
+            .send(Method::GET, &format!("{path}?code=first-key"), &[])
+            .await
+            .status,
+        StatusCode::OK
+    );
+    assert_eq!(
+        server
+            .send(Method::GET, &path, &[("x-functions-key", "second-key")])
+            .await
+            .status,
+        StatusCode::OK
+    );
+    let legacy = server
+        .send(
+            Method::DELETE,
+            &format!("{LEGACY_BASE_PATH}/instances/k"),
+            &[],
+        )
+        .await;
+    assert_eq!(
+        legacy.status,
+        StatusCode::UNAUTHORIZED,
+        "every API route needs the key"
+    );
+    let page = server
+        .client
+        .get(format!("{}/", server.base))
+        .send()
+        .await?;
+    assert_eq!(page.status(), StatusCode::OK, "the page itself is static");
+    Ok(())
+}
+
+#[tokio::test]
+async fn serving_without_a_key_off_loopback_is_refused() -> Result<()> {
+    let listener = tokio::net::TcpListener::bind("0.0.0.0:0").await?;
+    let api = HttpApi::new(common::store().await, common::storage(), vec![]);
+    let err = durable_status::http::serve(listener, api, std::future::pending())
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("without a key"), "{err}");
+    Ok(())
+}
+
+#[tokio::test]
+async fn request_bodies_are_limited() -> Result<()> {
+    let server = server().await;
+    server.instance("b", RuntimeStatus::Running).await;
+    let big = vec![b'x'; 100 * 1024];
+    let answer = server
+        .client
+        .post(format!(
+            "{}{BASE_PATH}/instances/b/raiseEvent/E",
+            server.base
+        ))
+        .header("content-type", "application/json")
+        .body(big)
+        .send()
+        .await?;
+    assert_eq!(answer.status(), StatusCode::PAYLOAD_TOO_LARGE);
+    let body: Value = serde_json::from_slice(&answer.bytes().await?)?;
+    assert!(
+        body["Message"]
+            .as_str()
+            .unwrap()
+            .contains("the limit is 65536 bytes"),
+        "{body}"
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn other_task_hubs_by_parameter() -> Result<()> {
+    let server = server().await;
+    let other = common::store().await;
+    other.create(NewInstance::new("elsewhere", "Orch")).await?;
+    let found = server
+        .get(&format!(
+            "/instances/elsewhere?taskHub={}",
+            other.task_hub()
+        ))
+        .await;
+    assert_eq!(found.status, StatusCode::ACCEPTED);
+    assert_eq!(
+        server.get("/instances/elsewhere").await.status,
+        StatusCode::NOT_FOUND
+    );
+    assert_eq!(
+        server
+            .get("/instances/elsewhere?taskHub=NoSuchHub")
+            .await
+            .status,
+        StatusCode::NOT_FOUND
+    );
+    let bad = server.get("/instances/x?taskHub=bad-name").await;
+    assert_eq!(bad.status, StatusCode::BAD_REQUEST);
+    assert!(message(&bad).contains("task hub"));
+    Ok(())
+}
+
+#[tokio::test]
+async fn the_page_and_its_assets_are_served() -> Result<()> {
+    let server = server().await;
+    for (path, kind, needle) in [
+        ("/", "text/html", "durable-status"),
+        ("/app.js", "text/javascript", "progressOf"),
+        ("/app.css", "text/css", ".bar"),
+    ] {
+        let response = server
+            .client
+            .get(format!("{}{path}", server.base))
+            .send()
+            .await?;
+        assert_eq!(response.status(), StatusCode::OK);
+        assert!(response.headers()["content-type"]
+            .to_str()?
+            .starts_with(kind));
+        assert!(response.headers()["content-security-policy"]
+            .to_str()?
+            .contains("default-src 'self'"));
+        assert!(response.text().await?.contains(needle));
+    }
+    let unknown = server.get("/nowhere").await;
+    assert_eq!(unknown.status, StatusCode::NOT_FOUND);
+    Ok(())
+}
