@@ -19,7 +19,7 @@ pub enum Error {
     },
 
     /// An argument is larger than a limit allows. Nothing was sent.
-    #[error("{field} is too large: {actual} {unit}, the limit is {limit} {unit}")]
+    #[error("{field} is too large: {actual} {unit}, the limit is {limit} {unit}{}", in_kib(*.limit, *.unit))]
     TooLarge {
         /// The argument, as a user would name it (`custom status`, `input`, ...).
         field: &'static str,
@@ -118,6 +118,16 @@ fn existing_status_suffix(status: &Option<crate::RuntimeStatus>) -> String {
     }
 }
 
+/// ` (16 KiB)` for a byte limit that is a whole number of KiB.
+fn in_kib(limit: usize, unit: SizeUnit) -> String {
+    match unit {
+        SizeUnit::Utf16Bytes | SizeUnit::EntityBytes if limit >= 1024 && limit % 1024 == 0 => {
+            format!(" ({} KiB)", limit / 1024)
+        }
+        _ => String::new(),
+    }
+}
+
 fn code_suffix(code: &Option<String>) -> String {
     match code {
         Some(code) => format!(" ({code})"),
@@ -168,7 +178,7 @@ pub enum SizeUnit {
 impl fmt::Display for SizeUnit {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
-            SizeUnit::Utf16Bytes => "bytes (UTF-16)",
+            SizeUnit::Utf16Bytes => "bytes of UTF-16",
             SizeUnit::Utf16Units => "UTF-16 code units",
             SizeUnit::EntityBytes => "bytes",
             SizeUnit::Properties => "properties",

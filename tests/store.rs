@@ -228,7 +228,7 @@ async fn custom_status_limit_is_exact_at_16_kib() -> Result<()> {
     }
     assert_eq!(
         err.to_string(),
-        "custom status is too large: 16386 bytes (UTF-16), the limit is 16384 bytes (UTF-16)"
+        "custom status is too large: 16386 bytes of UTF-16, the limit is 16384 bytes of UTF-16 (16 KiB)"
     );
 
     // Nothing stored changed.

@@ -12,6 +12,9 @@ mod page;
 mod params;
 pub mod status;
 
+pub use handlers::CONTINUATION_HEADER;
+pub use params::parse_time;
+
 use std::collections::HashMap;
 use std::future::Future;
 use std::net::SocketAddr;

@@ -106,7 +106,7 @@ impl Params {
 
 /// ISO 8601 with an offset (`2024-01-31T18:30:00Z`, `...+02:00`), or without
 /// one (read as UTC, as the original does with universal times), or a date.
-pub(crate) fn parse_time(text: &str) -> Option<OffsetDateTime> {
+pub fn parse_time(text: &str) -> Option<OffsetDateTime> {
     let text = text.trim();
     if let Ok(time) = OffsetDateTime::parse(text, &Rfc3339) {
         return Some(time);

@@ -139,3 +139,19 @@ pub async fn emulator_store() -> InstanceStore {
         .await
         .expect("the store connects")
 }
+
+/// A connection string for the service under test, for tools that take one.
+pub fn connection_string() -> String {
+    if let Ok(text) = std::env::var(CONNECTION_STRING_VARIABLE) {
+        return text;
+    }
+    let config = emulator();
+    match &config.credentials {
+        durable_status::Credentials::AccountKey { account, key } => format!(
+            "DefaultEndpointsProtocol=http;AccountName={account};AccountKey={};TableEndpoint={};",
+            key.expose(),
+            config.table_endpoint
+        ),
+        _ => unreachable!("the emulator signs with its key"),
+    }
+}

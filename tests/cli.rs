@@ -1,0 +1,455 @@
+//! The `durable-status` binary, run as a user runs it.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+const BIN: &str = env!("CARGO_BIN_EXE_durable-status");
+
+struct Hub {
+    name: String,
+    connection: String,
+}
+
+impl Hub {
+    fn new() -> Self {
+        Hub {
+            name: common::unique_hub(),
+            connection: common::connection_string(),
+        }
+    }
+
+    fn command(&self, args: &[&str]) -> Command {
+        let mut command = Command::new(BIN);
+        command
+            .args([
+                "--connection-string",
+                &self.connection,
+                "--task-hub",
+                &self.name,
+            ])
+            .args(args)
+            .env_remove("AzureWebJobsStorage")
+            .env_remove("AZURE_STORAGE_CONNECTION_STRING")
+            .env_remove("RUST_LOG")
+            .stdin(Stdio::null());
+        command
+    }
+
+    fn run(&self, args: &[&str]) -> Output {
+        self.command(args).output().expect("the binary runs")
+    }
+
+    /// Runs and expects success; returns stdout.
+    fn ok(&self, args: &[&str]) -> String {
+        let output = self.run(args);
+        assert!(
+            output.status.success(),
+            "{args:?} failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        String::from_utf8(output.stdout).unwrap()
+    }
+
+    /// Runs and expects failure; returns stderr, which must be one line.
+    fn fails(&self, args: &[&str]) -> String {
+        let output = self.run(args);
+        assert!(
+            !output.status.success(),
+            "{args:?} succeeded: {}",
+            String::from_utf8_lossy(&output.stdout)
+        );
+        let stderr = String::from_utf8(output.stderr).unwrap();
+        assert_eq!(stderr.trim_end().lines().count(), 1, "one line: {stderr}");
+        stderr.trim_end().to_owned()
+    }
+
+    fn status(&self, id: &str) -> Value {
+        serde_json::from_str(&self.ok(&["get", id])).unwrap()
+    }
+}
+
+#[test]
+fn create_get_and_change_state() {
+    let hub = Hub::new();
+    assert_eq!(
+        hub.ok(&[
+            "create",
+            "cli-1",
+            "--name",
+            "ProcessOrder",
+            "--input",
+            r#"{"order":1}"#
+        ])
+        .trim(),
+        "created instance 'cli-1' (Pending)"
+    );
+    let status = hub.status("cli-1");
+    assert_eq!(
+        (
+            status["runtimeStatus"].as_str(),
+            status["input"]["order"].as_i64()
+        ),
+        (Some("Pending"), Some(1))
+    );
+    assert_eq!(status["name"], "ProcessOrder");
+    let no_input: Value = serde_json::from_str(&hub.ok(&["get", "cli-1", "--no-input"])).unwrap();
+    assert_eq!(no_input["input"], Value::Null);
+
+    hub.ok(&["suspend", "cli-1"]);
+    assert_eq!(hub.status("cli-1")["runtimeStatus"], "Suspended");
+    hub.ok(&["resume", "cli-1"]);
+    assert_eq!(hub.status("cli-1")["runtimeStatus"], "Running");
+    hub.ok(&["complete", "cli-1", "--output", "[1,2,3]"]);
+    let done = hub.status("cli-1");
+    assert_eq!(
+        (done["runtimeStatus"].as_str(), done["output"].clone()),
+        (Some("Completed"), serde_json::json!([1, 2, 3]))
+    );
+
+    let err = hub.fails(&["terminate", "cli-1", "--reason", "late"]);
+    assert_eq!(err, "error: instance 'cli-1' is already Completed");
+
+    hub.ok(&["create", "cli-2", "--name", "X"]);
+    hub.ok(&["fail", "cli-2", "--error", "it broke"]);
+    assert_eq!(hub.status("cli-2")["output"], "it broke");
+    hub.ok(&["create", "cli-3", "--name", "X"]);
+    hub.ok(&["terminate", "cli-3", "--reason", "not needed"]);
+    assert_eq!(hub.status("cli-3")["runtimeStatus"], "Terminated");
+}
+
+#[test]
+fn a_missing_instance_exits_1() {
+    let hub = Hub::new();
+    let output = hub.run(&["get", "nobody"]);
+    assert_eq!(output.status.code(), Some(1));
+    assert_eq!(
+        String::from_utf8_lossy(&output.stderr).trim(),
+        "error: instance 'nobody' was not found"
+    );
+    assert!(output.stdout.is_empty());
+}
+
+#[test]
+fn custom_status_is_checked_before_it_is_sent() {
+    let hub = Hub::new();
+    hub.ok(&["create", "cs", "--name", "X"]);
+    hub.ok(&["set-custom-status", "cs", r#"{"progress":0.5}"#]);
+    assert_eq!(hub.status("cs")["customStatus"]["progress"], 0.5);
+
+    let big = format!("\"{}\"", "x".repeat(9_000));
+    let err = hub.fails(&["set-custom-status", "cs", &big]);
+    assert!(
+        err.contains("custom status is too large: 18004 bytes") && err.contains("(16 KiB)"),
+        "{err}"
+    );
+    let err = hub.fails(&["set-custom-status", "cs", "{progress: half}"]);
+    assert!(
+        err.starts_with("error: invalid custom status: not JSON"),
+        "{err}"
+    );
+    assert_eq!(
+        hub.status("cs")["customStatus"]["progress"],
+        0.5,
+        "nothing changed"
+    );
+
+    hub.ok(&["set-custom-status", "cs", "null"]);
+    assert_eq!(hub.status("cs")["customStatus"], Value::Null);
+}
+
+#[test]
+fn list_as_a_table_as_json_and_all_pages() {
+    let hub = Hub::new();
+    for i in 0..5 {
+        hub.ok(&["create", &format!("job-{i}"), "--name", "Job"]);
+    }
+    hub.ok(&["create", "other", "--name", "Other"]);
+    hub.ok(&["complete", "job-0"]);
+
+    let table = hub.ok(&["list"]);
+    let lines: Vec<&str> = table.lines().collect();
+    assert!(
+        lines[0].starts_with("INSTANCE ID") && lines[0].contains("STATUS"),
+        "{table}"
+    );
+    assert_eq!(lines.len(), 7, "{table}");
+
+    let json = hub.ok(&["list", "--json", "--prefix", "job-"]);
+    let rows: Vec<Value> = json
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(rows.len(), 5);
+    assert!(rows
+        .iter()
+        .all(|r| r["instanceId"].as_str().unwrap().starts_with("job-")));
+
+    let completed = hub.ok(&["list", "--json", "--status", "Completed"]);
+    assert_eq!(completed.lines().count(), 1);
+
+    let output = hub.run(&["list", "--json", "--top", "2"]);
+    assert_eq!(String::from_utf8_lossy(&output.stdout).lines().count(), 2);
+    assert!(String::from_utf8_lossy(&output.stderr).contains("--all"));
+    assert_eq!(
+        hub.ok(&["list", "--json", "--top", "2", "--all"])
+            .lines()
+            .count(),
+        6
+    );
+
+    let counts = hub.ok(&["counts"]);
+    assert!(
+        counts.contains("Pending") && counts.contains("Completed"),
+        "{counts}"
+    );
+    assert!(
+        counts
+            .lines()
+            .last()
+            .unwrap()
+            .split_whitespace()
+            .eq(["Total", "6"]),
+        "{counts}"
+    );
+}
+
+#[test]
+fn bad_arguments_are_one_line_errors() {
+    let hub = Hub::new();
+    let err = hub.fails(&["list", "--status", "Running,Done"]);
+    assert!(
+        err.starts_with("error: --status: invalid runtime status: 'Done' is not one of Running"),
+        "{err}"
+    );
+    let err = hub.fails(&["list", "--created-from", "last week"]);
+    assert!(
+        err.starts_with("error: --created-from: 'last week' is not a date"),
+        "{err}"
+    );
+    let err = hub.fails(&["list", "--top", "5000"]);
+    assert!(err.contains("page size") && err.contains("5000"), "{err}");
+    let err = hub.fails(&["create", "x", "--name", "X", "--input", "{oops"]);
+    assert!(err.starts_with("error: invalid input: not JSON"), "{err}");
+    let mut bad_hub = Hub::new();
+    bad_hub.name = "bad-hub".into();
+    let err = bad_hub.fails(&["list"]);
+    assert!(err.starts_with("error: invalid task hub"), "{err}");
+    let err = Hub {
+        name: "Hub1".into(),
+        connection: "AccountName=x".into(),
+    }
+    .fails(&["list"]);
+    assert!(
+        err.starts_with("error: --connection-string: invalid configuration"),
+        "{err}"
+    );
+}
+
+#[test]
+fn purge_by_id_and_by_filter() {
+    let hub = Hub::new();
+    for id in ["p-done", "p-fail", "p-run"] {
+        hub.ok(&["create", id, "--name", "X"]);
+    }
+    hub.ok(&["complete", "p-done"]);
+    hub.ok(&["fail", "p-fail"]);
+    hub.ok(&["resume", "p-run"]);
+
+    let err = hub.fails(&["purge", "p-run"]);
+    assert!(
+        err.contains("only instances in a terminal state") && err.contains("--allow-non-terminal"),
+        "{err}"
+    );
+
+    // Without a terminal to answer the question, and without --yes: refused.
+    let err = hub.fails(&["purge", "--created-from", "2000-01-01"]);
+    assert!(
+        err.ends_with("refusing to purge without confirmation: pass --yes"),
+        "{err}"
+    );
+    assert_eq!(
+        hub.ok(&["list", "--json"]).lines().count(),
+        3,
+        "nothing deleted"
+    );
+
+    let out = hub.ok(&["purge", "--created-from", "2000-01-01", "--yes"]);
+    assert!(
+        out.contains("2 instances created from 2000-01-01T00:00:00Z"),
+        "{out}"
+    );
+    assert!(
+        out.contains("1 Completed") && out.contains("1 Failed"),
+        "{out}"
+    );
+    assert!(
+        out.trim_end()
+            .ends_with("deleted 2 instances (0 skipped: changed or gone since they were read)"),
+        "{out}"
+    );
+    assert!(hub
+        .ok(&["purge", "--created-from", "2000-01-01", "--yes"])
+        .contains("nothing to purge"));
+
+    assert!(hub
+        .ok(&["purge", "p-run", "--allow-non-terminal"])
+        .contains("purged instance 'p-run'"));
+    assert!(hub.ok(&["purge", "p-run"]).contains("was not found"));
+}
+
+/// Reads lines of a child's stdout until one contains `needle`.
+fn wait_for_line(
+    lines: &mut impl Iterator<Item = std::io::Result<String>>,
+    needle: &str,
+) -> String {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    for line in lines.by_ref() {
+        let line = line.unwrap();
+        if line.contains(needle) {
+            return line;
+        }
+        assert!(Instant::now() < deadline, "no line with {needle:?}");
+    }
+    panic!("the process ended before printing {needle:?}");
+}
+
+fn interrupt(child: &std::process::Child) {
+    let status = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
+
+#[tokio::test]
+async fn serve_answers_and_stops_on_ctrl_c() {
+    let hub = Hub::new();
+    hub.ok(&["create", "served", "--name", "X"]);
+    let mut child = hub
+        .command(&["serve", "--addr", "127.0.0.1:0", "--key", "k1"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let line = wait_for_line(&mut lines, "Serving task hub");
+    let base = line
+        .split("on ")
+        .nth(1)
+        .unwrap()
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .to_owned();
+    let client = reqwest::Client::new();
+    let url = format!("{base}/runtime/webhooks/durabletask/instances/served");
+    assert_eq!(client.get(&url).send().await.unwrap().status(), 401);
+    assert_eq!(
+        client
+            .get(format!("{url}?code=k1"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        202
+    );
+    interrupt(&child);
+    assert!(child.wait().unwrap().success());
+
+    let err = hub.fails(&["serve", "--addr", "0.0.0.0:0"]);
+    assert!(err.contains("without a key"), "{err}");
+}
+
+#[tokio::test]
+async fn the_demo_runs_with_no_configuration_and_stops_cleanly() {
+    let mut child = Command::new(BIN)
+        .args(["demo", "--addr", "127.0.0.1:0"])
+        .env_remove("AzureWebJobsStorage")
+        .env_remove("AZURE_STORAGE_CONNECTION_STRING")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let page = wait_for_line(&mut lines, "Status page:");
+    let base = page
+        .split_whitespace()
+        .last()
+        .unwrap()
+        .trim_end_matches('/')
+        .to_owned();
+    let storage = wait_for_line(&mut lines, "Storage:");
+    let emulator = storage
+        .split_whitespace()
+        .find(|w| w.starts_with("http://"))
+        .unwrap()
+        .to_owned();
+    wait_for_line(&mut lines, "Ctrl-C");
+
+    let client = reqwest::Client::new();
+    let html = client
+        .get(format!("{base}/"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(html.contains("durable-status"));
+    // The sample orchestrations appear and publish their custom status.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let order = loop {
+        let response = client
+            .get(format!(
+                "{base}/runtime/webhooks/durabletask/instances/demo-1-order"
+            ))
+            .send()
+            .await
+            .unwrap();
+        if response.status() == 202 {
+            let body: Value = response.json_body().await;
+            if body["customStatus"]["nextActions"].is_array() {
+                break body;
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the order sample never published its next actions"
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    };
+    assert_eq!(order["customStatus"]["foo"], 2);
+    let list: Value = client
+        .get(format!("{base}/runtime/webhooks/durabletask/instances"))
+        .send()
+        .await
+        .unwrap()
+        .json_body()
+        .await;
+    assert_eq!(list.as_array().unwrap().len(), 5);
+
+    interrupt(&child);
+    let status = child.wait().unwrap();
+    assert!(status.success(), "{status}");
+    // The emulator went with it.
+    let gone = client
+        .get(&emulator)
+        .timeout(Duration::from_secs(2))
+        .send()
+        .await;
+    assert!(gone.is_err(), "the emulator still answers at {emulator}");
+}
+
+trait JsonBody {
+    async fn json_body(self) -> Value;
+}
+
+impl JsonBody for reqwest::Response {
+    async fn json_body(self) -> Value {
+        serde_json::from_slice(&self.bytes().await.unwrap()).unwrap()
+    }
+}
