@@ -38,8 +38,11 @@ function progressOf(custom) {
   return null;
 }
 
+// Today's times as a time only; older ones with their date.
 function when(text) {
-  return text ? new Date(text).toLocaleString() : "";
+  if (!text) return "";
+  const date = new Date(text);
+  return date.toDateString() === new Date().toDateString() ? date.toLocaleTimeString() : date.toLocaleString();
 }
 
 function cell(row, text, className) {
