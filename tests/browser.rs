@@ -29,8 +29,13 @@ impl Drop for Driver {
 
 impl Driver {
     async fn start() -> Driver {
-        let program = std::env::var(CHROMEDRIVER_VARIABLE).unwrap_or_else(|_| "chromedriver".into());
-        let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let program =
+            std::env::var(CHROMEDRIVER_VARIABLE).unwrap_or_else(|_| "chromedriver".into());
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
         let child = Command::new(&program)
             .arg(format!("--port={port}"))
             .stdout(Stdio::null())
@@ -42,10 +47,19 @@ impl Driver {
                      `chromium` and `chromium-driver`, or set {CHROMEDRIVER_VARIABLE} and {CHROMIUM_VARIABLE}"
                 )
             });
-        let driver = Driver { child, base: format!("http://127.0.0.1:{port}") };
+        let driver = Driver {
+            child,
+            base: format!("http://127.0.0.1:{port}"),
+        };
         let deadline = Instant::now() + Duration::from_secs(20);
-        while reqwest::get(format!("{}/status", driver.base)).await.is_err() {
-            assert!(Instant::now() < deadline, "ChromeDriver did not start on port {port}");
+        while reqwest::get(format!("{}/status", driver.base))
+            .await
+            .is_err()
+        {
+            assert!(
+                Instant::now() < deadline,
+                "ChromeDriver did not start on port {port}"
+            );
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
         driver
@@ -54,7 +68,9 @@ impl Driver {
     async fn call(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> Value {
         let mut request = reqwest::Client::new().request(method, format!("{}{path}", self.base));
         if let Some(body) = body {
-            request = request.header("content-type", "application/json").body(body.to_string());
+            request = request
+                .header("content-type", "application/json")
+                .body(body.to_string());
         }
         let response = request.send().await.expect("ChromeDriver answers");
         let status = response.status();
@@ -64,7 +80,8 @@ impl Driver {
     }
 
     async fn session(&self, profile: &std::path::Path) -> Session<'_> {
-        let chromium = std::env::var(CHROMIUM_VARIABLE).unwrap_or_else(|_| "/usr/bin/chromium".into());
+        let chromium =
+            std::env::var(CHROMIUM_VARIABLE).unwrap_or_else(|_| "/usr/bin/chromium".into());
         let args = [
             "--headless=new",
             "--no-sandbox",
@@ -84,8 +101,16 @@ impl Driver {
             "browserName": "chrome",
             "goog:chromeOptions": {"binary": chromium, "args": args}
         }}});
-        let value = self.call(reqwest::Method::POST, "/session", Some(capabilities)).await;
-        Session { driver: self, id: value["sessionId"].as_str().expect("a session id").to_owned() }
+        let value = self
+            .call(reqwest::Method::POST, "/session", Some(capabilities))
+            .await;
+        Session {
+            driver: self,
+            id: value["sessionId"]
+                .as_str()
+                .expect("a session id")
+                .to_owned(),
+        }
     }
 }
 
@@ -96,12 +121,24 @@ struct Session<'a> {
 
 impl Session<'_> {
     async fn open(&self, url: &str) {
-        self.driver.call(reqwest::Method::POST, &format!("/session/{}/url", self.id), Some(json!({"url": url}))).await;
+        self.driver
+            .call(
+                reqwest::Method::POST,
+                &format!("/session/{}/url", self.id),
+                Some(json!({"url": url})),
+            )
+            .await;
     }
 
     async fn eval(&self, script: &str) -> Value {
         let body = json!({"script": script, "args": []});
-        self.driver.call(reqwest::Method::POST, &format!("/session/{}/execute/sync", self.id), Some(body)).await
+        self.driver
+            .call(
+                reqwest::Method::POST,
+                &format!("/session/{}/execute/sync", self.id),
+                Some(body),
+            )
+            .await
     }
 
     /// Evaluates `script` until it returns `expected`.
@@ -112,60 +149,151 @@ impl Session<'_> {
             if value == expected {
                 return;
             }
-            assert!(Instant::now() < deadline, "{script} is {value}, expected {expected}");
+            assert!(
+                Instant::now() < deadline,
+                "{script} is {value}, expected {expected}"
+            );
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
     }
 
     async fn close(self) {
-        self.driver.call(reqwest::Method::DELETE, &format!("/session/{}", self.id), None).await;
+        self.driver
+            .call(
+                reqwest::Method::DELETE,
+                &format!("/session/{}", self.id),
+                None,
+            )
+            .await;
     }
 }
 
 #[tokio::test]
 async fn the_page_shows_a_running_instance_and_its_progress_moves() {
     let store = common::store().await;
-    store.create(NewInstance::new("browser-job", "EncodeVideo").status(RuntimeStatus::Running)).await.unwrap();
-    store.create(NewInstance::new("other-job", "ImportCustomers")).await.unwrap();
+    store
+        .create(NewInstance::new("browser-job", "EncodeVideo").status(RuntimeStatus::Running))
+        .await
+        .unwrap();
+    store
+        .create(NewInstance::new("other-job", "ImportCustomers"))
+        .await
+        .unwrap();
     let progress = |value: Value| CustomStatus::from_value(&value).unwrap();
-    store.set_custom_status("browser-job", Some(&progress(json!({"progress": 0.2, "stage": "encoding"})))).await.unwrap();
+    store
+        .set_custom_status(
+            "browser-job",
+            Some(&progress(json!({"progress": 0.2, "stage": "encoding"}))),
+        )
+        .await
+        .unwrap();
 
     let api = HttpApi::new(store.clone(), common::storage(), vec![]);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(durable_status::http::serve(listener, api, std::future::pending()));
+    tokio::spawn(durable_status::http::serve(
+        listener,
+        api,
+        std::future::pending(),
+    ));
 
     let driver = Driver::start().await;
-    let profile = std::env::temp_dir().join(format!("durable-status-chromium-{}", std::process::id()));
+    let profile =
+        std::env::temp_dir().join(format!("durable-status-chromium-{}", std::process::id()));
     let session = driver.session(&profile).await;
     session.open(&format!("{base}/?instance=browser-job")).await;
 
     // It loads, lists both instances, and shows the running one.
-    session.wait_for("return document.title", json!("durable-status")).await;
-    session.wait_for("return document.querySelectorAll('#instances tbody tr').length", json!(2)).await;
-    session.wait_for("return document.getElementById('detail-status').textContent", json!("Running")).await;
-    session.wait_for("return document.getElementById('progress').getAttribute('aria-valuenow')", json!("20")).await;
-    session.wait_for("return document.getElementById('progress-text').textContent", json!("20%")).await;
+    session
+        .wait_for("return document.title", json!("durable-status"))
+        .await;
+    session
+        .wait_for(
+            "return document.querySelectorAll('#instances tbody tr').length",
+            json!(2),
+        )
+        .await;
+    session
+        .wait_for(
+            "return document.getElementById('detail-status').textContent",
+            json!("Running"),
+        )
+        .await;
+    session
+        .wait_for(
+            "return document.getElementById('progress').getAttribute('aria-valuenow')",
+            json!("20"),
+        )
+        .await;
+    session
+        .wait_for(
+            "return document.getElementById('progress-text').textContent",
+            json!("20%"),
+        )
+        .await;
 
     // The bar moves when the custom status changes.
-    store.set_custom_status("browser-job", Some(&progress(json!({"progress": 0.75, "stage": "encoding"})))).await.unwrap();
-    session.wait_for("return document.getElementById('progress').getAttribute('aria-valuenow')", json!("75")).await;
-    session.wait_for("return document.querySelector('#progress .fill').style.width", json!("75%")).await;
+    store
+        .set_custom_status(
+            "browser-job",
+            Some(&progress(json!({"progress": 0.75, "stage": "encoding"}))),
+        )
+        .await
+        .unwrap();
+    session
+        .wait_for(
+            "return document.getElementById('progress').getAttribute('aria-valuenow')",
+            json!("75"),
+        )
+        .await;
+    session
+        .wait_for(
+            "return document.querySelector('#progress .fill').style.width",
+            json!("75%"),
+        )
+        .await;
 
     // done/total is a progress too.
-    store.set_custom_status("browser-job", Some(&progress(json!({"done": 9, "total": 10})))).await.unwrap();
-    session.wait_for("return document.getElementById('progress').getAttribute('aria-valuenow')", json!("90")).await;
+    store
+        .set_custom_status(
+            "browser-job",
+            Some(&progress(json!({"done": 9, "total": 10}))),
+        )
+        .await
+        .unwrap();
+    session
+        .wait_for(
+            "return document.getElementById('progress').getAttribute('aria-valuenow')",
+            json!("90"),
+        )
+        .await;
 
     // A custom status with no progress shows as raw JSON, without a bar.
-    store.set_custom_status("browser-job", Some(&progress(json!({"nextActions": ["A", "B", "C"], "foo": 2})))).await.unwrap();
-    session.wait_for("return document.getElementById('progress-block').hidden", json!(true)).await;
+    store
+        .set_custom_status(
+            "browser-job",
+            Some(&progress(json!({"nextActions": ["A", "B", "C"], "foo": 2}))),
+        )
+        .await
+        .unwrap();
+    session
+        .wait_for(
+            "return document.getElementById('progress-block').hidden",
+            json!(true),
+        )
+        .await;
     session
         .wait_for("return JSON.parse(document.getElementById('custom-status').textContent).nextActions.join()", json!("A,B,C"))
         .await;
 
     // Completion shows too.
     store.complete("browser-job", None).await.unwrap();
-    session.wait_for("return document.getElementById('detail-status').textContent", json!("Completed")).await;
+    session
+        .wait_for(
+            "return document.getElementById('detail-status').textContent",
+            json!("Completed"),
+        )
+        .await;
 
     session.close().await;
     let _ = std::fs::remove_dir_all(profile);
