@@ -21,7 +21,8 @@ use time::OffsetDateTime;
 #[command(name = "durable-status", version, about, max_term_width = 100)]
 pub struct Cli {
     /// Storage connection string [default: $AzureWebJobsStorage, then
-    /// $AZURE_STORAGE_CONNECTION_STRING, then the local emulator]
+    /// $AZURE_STORAGE_CONNECTION_STRING, then the local emulator; the demo
+    /// uses its own emulator unless this is given]
     #[arg(long, global = true, value_name = "TEXT")]
     connection_string: Option<String>,
 
@@ -145,7 +146,7 @@ enum Command {
         key: Vec<String>,
     },
     /// Run sample orchestrations and serve them: starts the bundled emulator
-    /// unless a connection string is given
+    /// unless --connection-string is given
     Demo {
         /// Address to listen on
         #[arg(long, default_value = "127.0.0.1:7071")]
@@ -221,12 +222,31 @@ pub fn storage_config(connection_string: Option<&str>) -> Result<Option<StorageC
 }
 
 pub async fn run(cli: Cli) -> Result<ExitCode> {
-    let config = storage_config(cli.connection_string.as_deref())?;
     if let Command::Demo { addr, key } = cli.command {
+        // Only an explicit connection string takes the demo off the
+        // emulator: one exported for a Functions app must not receive
+        // sample orchestrations.
+        let config = cli
+            .connection_string
+            .as_deref()
+            .map(StorageConfig::from_connection_string)
+            .transpose()?;
         return crate::demo::run(config, &cli.task_hub, addr, keys(key)).await;
     }
+    let config = storage_config(cli.connection_string.as_deref())?;
     let config = config.unwrap_or_else(StorageConfig::development_storage);
-    let store = InstanceStore::connect(&config, &cli.task_hub).await?;
+    // Only the commands that write a new row (or serve) create the table: a
+    // mistyped --task-hub must not leave an empty table behind.
+    let store = match cli.command {
+        Command::Create { .. } | Command::Serve { .. } => {
+            InstanceStore::connect(&config, &cli.task_hub).await?
+        }
+        _ => InstanceStore::open(
+            &config,
+            &cli.task_hub,
+            durable_status::StoreOptions::default(),
+        )?,
+    };
     let out = &mut std::io::stdout().lock();
     match cli.command {
         Command::Create { id, name, input } => {
@@ -333,7 +353,7 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
             }
             return purge(&store, filter, from, to, yes, out).await;
         }
-        Command::Serve { addr, key } => serve(store, config, addr, keys(key)).await?,
+        Command::Serve { addr, key } => serve(store, addr, keys(key)).await?,
         Command::Demo { .. } => unreachable!("handled above"),
     }
     Ok(ExitCode::SUCCESS)
@@ -511,12 +531,7 @@ async fn purge(
     Ok(ExitCode::SUCCESS)
 }
 
-pub async fn serve(
-    store: InstanceStore,
-    config: StorageConfig,
-    addr: SocketAddr,
-    keys: Vec<Secret>,
-) -> Result<()> {
+pub async fn serve(store: InstanceStore, addr: SocketAddr, keys: Vec<Secret>) -> Result<()> {
     durable_status::http::check_listen_address(&addr, !keys.is_empty())?;
     let listener = tokio::net::TcpListener::bind(addr)
         .await
@@ -526,7 +541,7 @@ pub async fn serve(
         "Serving task hub {} on http://{bound} (status page at http://{bound}/)",
         store.task_hub()
     );
-    let api = HttpApi::new(store, config, keys);
+    let api = HttpApi::new(store, keys);
     durable_status::http::serve(listener, api, async {
         let _ = tokio::signal::ctrl_c().await;
     })

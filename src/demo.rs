@@ -63,7 +63,7 @@ pub async fn run(
     }
     println!("Press Ctrl-C to stop.");
 
-    let api = HttpApi::new(store, config, keys);
+    let api = HttpApi::new(store, keys);
     durable_status::http::serve(listener, api, async {
         let _ = tokio::signal::ctrl_c().await;
     })

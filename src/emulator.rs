@@ -100,18 +100,35 @@ impl Azurite {
                 }
             }
         });
+        // Keep only the end of stderr: enough to say why it failed to start,
+        // bounded however long the emulator runs.
         let (stderr_tx, stderr_rx) = mpsc::channel();
         std::thread::spawn(move || {
-            let mut text = String::new();
-            let _ = stderr.read_to_string(&mut text);
-            let _ = stderr_tx.send(text);
+            const KEEP: usize = 8 * 1024;
+            let mut tail: Vec<u8> = Vec::new();
+            let mut buf = [0u8; 4096];
+            while let Ok(n) = stderr.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                tail.extend_from_slice(&buf[..n]);
+                if tail.len() > 2 * KEEP {
+                    tail.drain(..tail.len() - KEEP);
+                }
+            }
+            let _ = stderr_tx.send(String::from_utf8_lossy(&tail).into_owned());
         });
 
         let deadline = Instant::now() + START_TIMEOUT;
         let mut azurite = Azurite { child, stdin, port };
         loop {
-            if ready_rx.recv_timeout(Duration::from_millis(50)).is_ok() {
-                return Ok(azurite);
+            match ready_rx.recv_timeout(Duration::from_millis(50)) {
+                Ok(()) => return Ok(azurite),
+                Err(mpsc::RecvTimeoutError::Timeout) => {}
+                // Its stdout closed: it is exiting, and try_wait will say so.
+                Err(mpsc::RecvTimeoutError::Disconnected) => {
+                    std::thread::sleep(Duration::from_millis(50))
+                }
             }
             if let Some(status) = azurite
                 .child

@@ -25,5 +25,5 @@ pub use purge::{
 };
 pub use query::{InstancePage, InstanceQuery, StatusCounts, DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE};
 pub use store::{InstanceStore, NewInstance, ReadOptions};
-pub use wait::CustomStatusUpdate;
+pub use wait::{CustomStatusUpdate, MIN_POLL_INTERVAL};
 pub use wire::StateChange;

@@ -10,8 +10,16 @@ use tracing_subscriber::EnvFilter;
 
 fn main() -> ExitCode {
     let args = cli::Cli::parse();
-    // Logs go to stderr; RUST_LOG overrides the level.
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("warn"));
+    // Logs go to stderr; RUST_LOG sets the level. The Azure client crates log
+    // whole requests (signatures, SAS tokens) at debug level: never that.
+    let mut filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("warn"));
+    for quiet in [
+        "azure_core=info",
+        "azure_storage=info",
+        "azure_data_tables=info",
+    ] {
+        filter = filter.add_directive(quiet.parse().expect("a valid directive"));
+    }
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

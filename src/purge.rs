@@ -167,6 +167,7 @@ impl InstanceStore {
     /// nothing to delete; [`Error::NotTerminal`] when it is not terminal.
     pub async fn purge_terminal_instance(&self, instance_id: &str) -> Result<bool> {
         let pk = wire::partition_key(instance_id)?;
+        let mut attempt = 0;
         loop {
             let Some((row, etag)) = self
                 .client
@@ -191,8 +192,18 @@ impl InstanceStore {
                 .delete(&pk, INSTANCE_ROW_KEY, &WriteCondition::IfMatch(etag))
                 .await
             {
-                // Changed since it was read: look again.
-                Err(Error::Storage { status: 412, .. }) => continue,
+                // Changed since it was read: look again, a bounded number of times.
+                Err(Error::Storage { status: 412, .. })
+                    if attempt < self.options.conflict_retries =>
+                {
+                    attempt += 1;
+                    tokio::time::sleep(crate::store::conflict_backoff(attempt)).await;
+                }
+                Err(Error::Storage { status: 412, .. }) => {
+                    return Err(Error::Conflict {
+                        instance_id: instance_id.to_owned(),
+                    })
+                }
                 other => return other,
             }
         }
@@ -234,11 +245,26 @@ impl InstanceStore {
         let mut exhausted = false;
         let mut failure = None;
         loop {
-            while !exhausted && failure.is_none() && in_flight.len() < filter.concurrency {
-                match rows.next().await {
+            let may_take = !exhausted && failure.is_none() && in_flight.len() < filter.concurrency;
+            // Deletes in flight keep going while the next page is fetched.
+            tokio::select! {
+                biased;
+                Some(result) = in_flight.next(), if !in_flight.is_empty() => {
+                    match result {
+                        Ok(true) => done.deleted += 1,
+                        Ok(false) => done.skipped += 1,
+                        Err(e) => {
+                            failure.get_or_insert(e);
+                        }
+                    }
+                    progress(done);
+                }
+                row = rows.next(), if may_take => match row {
                     Some(Ok((partition_key, status, etag))) => {
                         done.scanned += 1;
-                        if statuses.contains(&status) {
+                        // Without an ETag the row could not be deleted at the
+                        // version read: leave it.
+                        if let (true, Some(etag)) = (statuses.contains(&status), etag) {
                             in_flight.push(self.delete_at_version(partition_key, etag));
                         } else {
                             done.skipped += 1;
@@ -246,17 +272,9 @@ impl InstanceStore {
                     }
                     Some(Err(e)) => failure = Some(e),
                     None => exhausted = true,
-                }
+                },
+                else => break,
             }
-            match in_flight.next().await {
-                Some(Ok(true)) => done.deleted += 1,
-                Some(Ok(false)) => done.skipped += 1,
-                Some(Err(e)) => {
-                    failure.get_or_insert(e);
-                }
-                None => break,
-            }
-            progress(done);
         }
         match failure {
             Some(error) => Err(interrupted(done, error)),
@@ -285,7 +303,7 @@ impl InstanceStore {
     fn purge_candidates(
         &self,
         query: InstanceQuery,
-    ) -> impl Stream<Item = Result<(String, RuntimeStatus, ETag)>> + Send + '_ {
+    ) -> impl Stream<Item = Result<(String, RuntimeStatus, Option<ETag>)>> + Send + '_ {
         let filter = query.filter();
         let prefix = query.instance_id_prefix.clone();
         let start: Option<Option<Continuation>> = Some(None);

@@ -15,7 +15,7 @@ use futures::{StreamExt, TryStreamExt};
 use time::OffsetDateTime;
 
 use crate::error::{Error, Result};
-use crate::model::{preview, InstanceStatus, RuntimeStatus};
+use crate::model::{preview, ETag, InstanceStatus, RuntimeStatus};
 use crate::storage_client::{odata_string, Continuation};
 use crate::store::{InstanceStore, ReadOptions};
 use crate::wire;
@@ -112,6 +112,19 @@ impl InstanceQuery {
     }
 
     pub(crate) fn validate(&self) -> Result<()> {
+        for (field, time) in [
+            ("created time from", self.created_from),
+            ("created time to", self.created_to),
+        ] {
+            if let Some(time) = time {
+                if wire::to_utc(time).is_none() {
+                    return Err(Error::invalid(
+                        field,
+                        format!("{time} is outside years 1 to 9999 in UTC"),
+                    ));
+                }
+            }
+        }
         if !(1..=MAX_PAGE_SIZE).contains(&self.page_size) {
             return Err(Error::invalid(
                 "page size",
@@ -399,7 +412,8 @@ impl InstanceStore {
             .await?;
         let mut instances = Vec::with_capacity(page.entities.len());
         for (row, etag) in &page.entities {
-            let instance = wire::decode_instance(row, etag.clone())?;
+            let etag = etag.clone().unwrap_or_else(|| ETag::new(""));
+            let instance = wire::decode_instance(row, etag)?;
             if query.keeps(&instance) {
                 instances.push(instance);
             }
@@ -551,6 +565,12 @@ mod tests {
         }
         assert!(InstanceQuery::new().page_size(1).validate().is_ok());
         assert!(InstanceQuery::new().page_size(1000).validate().is_ok());
+        let beyond = InstanceQuery::new().created_from(datetime!(9999-12-31 23:30 -1));
+        assert!(beyond
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("created time from"));
         let reversed = InstanceQuery::new()
             .created_from(datetime!(2024-02-01 00:00 UTC))
             .created_to(datetime!(2024-01-01 00:00 UTC));

@@ -40,6 +40,7 @@ const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(4);
 /// A client for one table.
 #[derive(Clone)]
 pub(crate) struct TableClient {
+    service: azure_data_tables::prelude::TableServiceClient,
     table: azure_data_tables::prelude::TableClient,
     endpoint: Arc<str>,
 }
@@ -63,7 +64,8 @@ pub(crate) struct Continuation {
 /// One page of a query.
 #[derive(Debug)]
 pub(crate) struct Page {
-    pub entities: Vec<(Entity, ETag)>,
+    /// Each row with its ETag (absent only if the service sent none).
+    pub entities: Vec<(Entity, Option<ETag>)>,
     pub continuation: Option<Continuation>,
 }
 
@@ -121,8 +123,19 @@ impl TableClient {
             .build();
         Ok(TableClient {
             table: service.table_client(table_name),
+            service,
             endpoint: config.table_endpoint.as_str().into(),
         })
+    }
+
+    /// A client for another table of the same account, sharing this one's
+    /// connection pool and settings.
+    pub(crate) fn sibling(&self, table_name: &str) -> TableClient {
+        TableClient {
+            table: self.service.table_client(table_name),
+            service: self.service.clone(),
+            endpoint: Arc::clone(&self.endpoint),
+        }
     }
 
     /// Creates the table; an existing table is fine.
@@ -256,7 +269,17 @@ impl TableClient {
         }
         let mut pages = query.into_stream::<Entity>();
         let page: QueryEntityResponse<Entity> = match pages.next().await {
-            Some(page) => page.map_err(map_error)?,
+            Some(Ok(page)) => page,
+            // The table does not exist (yet): nothing matches.
+            Some(Err(e)) => match map_error(e) {
+                Error::Storage { status: 404, .. } => {
+                    return Ok(Page {
+                        entities: Vec::new(),
+                        continuation: None,
+                    })
+                }
+                other => return Err(other),
+            },
             None => return Err(Error::Transport("the query returned no page".into())),
         };
         let continuation =
@@ -270,8 +293,7 @@ impl TableClient {
             .map(|mut entity| {
                 let etag = entity
                     .remove("odata.etag")
-                    .and_then(|v| v.as_str().map(ETag::new))
-                    .unwrap_or_else(|| ETag::new("*"));
+                    .and_then(|v| v.as_str().map(ETag::new));
                 entity.retain(|name, _| !name.starts_with("odata."));
                 (entity, etag)
             })
@@ -489,12 +511,19 @@ fn check_batch(pk: &str, operations: &[BatchOperation]) -> Result<()> {
 }
 
 /// Maps a client crate error into the crate's error, never quoting a URL's
-/// query string (where a SAS token would be).
+/// query string (where a SAS token would be). For a service error it keeps
+/// the service's own message, not the client's dump of the whole response.
 fn map_error(error: azure_core::Error) -> Error {
     match error.kind().clone() {
         ErrorKind::HttpResponse { status, error_code } => Error::Storage {
             status: u16::from(status),
-            message: redact_urls(&error.to_string()),
+            message: error
+                .as_http_error()
+                .and_then(|e| e.error_message())
+                .and_then(|m| m.lines().next())
+                .filter(|m| !m.trim().is_empty())
+                .map(|m| redact_urls(m.trim()))
+                .unwrap_or_else(|| status.canonical_reason().to_owned()),
             code: error_code,
         },
         ErrorKind::Io => Error::Transport(redact_urls(&error_chain(&error))),

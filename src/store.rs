@@ -183,6 +183,18 @@ impl InstanceStore {
         })
     }
 
+    /// The store of another task hub of the same account, sharing this
+    /// one's connection pool and options. Sends nothing; the table is not
+    /// created.
+    pub fn task_hub_store(&self, task_hub: &str) -> Result<Self> {
+        wire::validate_task_hub(task_hub)?;
+        Ok(InstanceStore {
+            client: self.client.sibling(&wire::instances_table(task_hub)),
+            task_hub: task_hub.to_owned(),
+            options: self.options.clone(),
+        })
+    }
+
     /// The task hub's name.
     pub fn task_hub(&self) -> &str {
         &self.task_hub
@@ -537,7 +549,7 @@ fn new_execution_id() -> String {
 
 /// A random wait under a ceiling that doubles per attempt, from 4 ms to
 /// 256 ms: spreads competing writers apart so one of them wins each round.
-fn conflict_backoff(attempt: u32) -> Duration {
+pub(crate) fn conflict_backoff(attempt: u32) -> Duration {
     let ceiling_ms = 4u64 << attempt.min(6);
     Duration::from_millis(fastrand::u64(1..=ceiling_ms))
 }

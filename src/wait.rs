@@ -9,6 +9,9 @@ use crate::model::{CustomStatus, InstanceStatus, RuntimeStatus};
 use crate::store::InstanceStore;
 use crate::wire::{self, INSTANCE_ROW_KEY};
 
+/// The shortest interval between two polls; shorter ones are raised to it.
+pub const MIN_POLL_INTERVAL: Duration = Duration::from_millis(10);
+
 /// What [`InstanceStore::wait_for_custom_status_change`] saw.
 #[derive(Debug, Clone, PartialEq)]
 pub struct CustomStatusUpdate {
@@ -78,6 +81,8 @@ impl InstanceStore {
         let pk = wire::partition_key(instance_id)?;
         let mut select = vec![wire::PARTITION_KEY];
         select.extend_from_slice(columns);
+        // A zero interval would poll as fast as the service answers.
+        let poll_interval = poll_interval.max(MIN_POLL_INTERVAL);
         let deadline = Instant::now() + timeout;
         loop {
             let (row, etag) = self

@@ -192,8 +192,10 @@ pub(crate) fn check_payload(field: &'static str, text: &str) -> Result<()> {
 
 /// Formats a time as Table Storage's DateTime text: RFC 3339 in UTC with
 /// seven fractional digits (its 100 ns resolution).
+///
+/// The time must be representable in UTC ([`to_utc`] checks it).
 pub(crate) fn format_time(time: OffsetDateTime) -> String {
-    let utc = time.to_offset(UtcOffset::UTC);
+    let utc = to_utc(time).unwrap_or(time);
     let utc = utc
         .replace_nanosecond(utc.nanosecond() / 100 * 100)
         .expect("nanosecond in range");
@@ -204,9 +206,14 @@ pub(crate) fn format_time(time: OffsetDateTime) -> String {
 }
 
 pub(crate) fn parse_time(text: &str) -> Option<OffsetDateTime> {
-    OffsetDateTime::parse(text, &Rfc3339)
-        .ok()
-        .map(|t| t.to_offset(UtcOffset::UTC))
+    OffsetDateTime::parse(text, &Rfc3339).ok().and_then(to_utc)
+}
+
+/// The same instant in UTC, if it falls in years 1 to 9999 there (what Table
+/// Storage's DateTime holds); `None` otherwise.
+pub(crate) fn to_utc(time: OffsetDateTime) -> Option<OffsetDateTime> {
+    time.checked_to_offset(UtcOffset::UTC)
+        .filter(|t| (1..=9999).contains(&t.year()))
 }
 
 fn put_string(entity: &mut Entity, name: &str, value: impl Into<String>) {
@@ -547,6 +554,14 @@ mod tests {
                 .as_deref(),
             Some("2017-10-06T18:30:24.1234567Z")
         );
+    }
+
+    #[test]
+    fn times_outside_table_storage_range_are_refused_not_panics() {
+        assert_eq!(parse_time("9999-12-31T23:30:00-01:00"), None);
+        assert_eq!(parse_time("0001-01-01T00:30:00+01:00"), None);
+        assert_eq!(to_utc(datetime!(9999-12-31 23:30 -1)), None);
+        assert!(to_utc(datetime!(9999-12-31 22:30 -1)).is_some());
     }
 
     #[test]

@@ -188,7 +188,7 @@ async fn the_page_shows_a_running_instance_and_its_progress_moves() {
         .await
         .unwrap();
 
-    let api = HttpApi::new(store.clone(), common::storage(), vec![]);
+    let api = HttpApi::new(store.clone(), vec![]);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
     tokio::spawn(durable_status::http::serve(

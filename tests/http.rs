@@ -20,7 +20,6 @@ async fn server_with_keys(keys: &[&str]) -> Server {
     let store = common::store().await;
     let api = HttpApi::new(
         store.clone(),
-        common::storage(),
         keys.iter().map(|k| Secret::new(*k)).collect(),
     );
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -671,7 +670,7 @@ async fn keys_are_required_when_configured() -> Result<()> {
 #[tokio::test]
 async fn serving_without_a_key_off_loopback_is_refused() -> Result<()> {
     let listener = tokio::net::TcpListener::bind("0.0.0.0:0").await?;
-    let api = HttpApi::new(common::store().await, common::storage(), vec![]);
+    let api = HttpApi::new(common::store().await, vec![]);
     let err = durable_status::http::serve(listener, api, std::future::pending())
         .await
         .unwrap_err();

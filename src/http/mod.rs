@@ -15,10 +15,9 @@ pub mod status;
 pub use handlers::CONTINUATION_HEADER;
 pub use params::parse_time;
 
-use std::collections::HashMap;
 use std::future::Future;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use axum::extract::{DefaultBodyLimit, Request, State};
 use axum::http::{HeaderMap, StatusCode};
@@ -26,7 +25,7 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::{Json, Router};
 
-use crate::config::{Secret, StorageConfig};
+use crate::config::Secret;
 use crate::error::Error;
 use crate::store::InstanceStore;
 
@@ -50,8 +49,6 @@ pub struct HttpApi {
 
 struct Inner {
     default_store: InstanceStore,
-    storage: StorageConfig,
-    other_hubs: Mutex<HashMap<String, InstanceStore>>,
     keys: Vec<Secret>,
 }
 
@@ -65,15 +62,13 @@ impl std::fmt::Debug for HttpApi {
 }
 
 impl HttpApi {
-    /// Serves `store`'s task hub; a `taskHub` parameter opens another one of
+    /// Serves `store`'s task hub; a `taskHub` parameter reads another one of
     /// the same account. With `keys` empty, requests need no key (serve on
     /// loopback only: see [`check_listen_address`]).
-    pub fn new(store: InstanceStore, storage: StorageConfig, keys: Vec<Secret>) -> Self {
+    pub fn new(store: InstanceStore, keys: Vec<Secret>) -> Self {
         HttpApi {
             inner: Arc::new(Inner {
                 default_store: store,
-                storage,
-                other_hubs: Mutex::new(HashMap::new()),
                 keys: keys
                     .into_iter()
                     .filter(|k| !k.expose().is_empty())
@@ -96,22 +91,14 @@ impl HttpApi {
             .with_state(self)
     }
 
+    /// The store of the `taskHub` parameter: another table of the same
+    /// account, on the same connection pool (nothing is cached or created).
     fn store_for(&self, task_hub: Option<&str>) -> Result<InstanceStore, ApiError> {
         let default = &self.inner.default_store;
-        let Some(hub) = task_hub.filter(|hub| !hub.eq_ignore_ascii_case(default.task_hub())) else {
-            return Ok(default.clone());
-        };
-        let mut hubs = self
-            .inner
-            .other_hubs
-            .lock()
-            .expect("the hub cache is never poisoned");
-        if let Some(store) = hubs.get(&hub.to_ascii_lowercase()) {
-            return Ok(store.clone());
+        match task_hub.filter(|hub| !hub.eq_ignore_ascii_case(default.task_hub())) {
+            None => Ok(default.clone()),
+            Some(hub) => Ok(default.task_hub_store(hub)?),
         }
-        let store = InstanceStore::open(&self.inner.storage, hub, default.options().clone())?;
-        hubs.insert(hub.to_ascii_lowercase(), store.clone());
-        Ok(store)
     }
 
     fn key_matches(&self, presented: Option<&str>) -> bool {

@@ -61,7 +61,7 @@ pub fn embed(text: Option<&str>) -> Value {
 
 /// `2017-10-06T18:30:24Z`: UTC, whole seconds.
 pub fn api_time(time: OffsetDateTime) -> String {
-    let utc = time.to_offset(UtcOffset::UTC);
+    let utc = time.checked_to_offset(UtcOffset::UTC).unwrap_or(time);
     format!(
         "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}Z",
         utc.year(),
