@@ -6,6 +6,7 @@ use std::io::{BufRead, BufReader};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+use futures::StreamExt;
 use serde_json::Value;
 
 const BIN: &str = env!("CARGO_BIN_EXE_durable-status");
@@ -368,7 +369,12 @@ async fn serve_answers_and_stops_on_ctrl_c() {
 async fn the_demo_runs_with_no_configuration_and_stops_cleanly() {
     let mut child = Command::new(BIN)
         .args(["demo", "--addr", "127.0.0.1:0"])
-        .env_remove("AzureWebJobsStorage")
+        // A Functions developer's exported connection string is not used:
+        // only --connection-string takes the demo off its own emulator.
+        .env(
+            "AzureWebJobsStorage",
+            "AccountName=production;AccountKey=bm90LXVzZWQ=",
+        )
         .env_remove("AZURE_STORAGE_CONNECTION_STRING")
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -452,4 +458,53 @@ impl JsonBody for reqwest::Response {
     async fn json_body(self) -> Value {
         serde_json::from_slice(&self.bytes().await.unwrap()).unwrap()
     }
+}
+
+#[test]
+fn debug_logs_never_show_a_sas_token() {
+    let emulator = common::emulator().table_endpoint;
+    let secret = "TOPSECRETSIGNATURE";
+    let connection = format!(
+        "TableEndpoint={emulator};SharedAccessSignature=sv=2020-08-04&ss=t&srt=sco&sp=rwdlacu&se=2099-01-01T00:00:00Z&sig={secret}"
+    );
+    let hub = Hub {
+        name: common::unique_hub(),
+        connection,
+    };
+    let output = hub
+        .command(&["get", "x"])
+        .env("RUST_LOG", "trace")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.lines().count() > 1,
+        "trace logs were written: {stderr}"
+    );
+    assert!(
+        !stdout.contains(secret) && !stderr.contains(secret),
+        "{stderr}"
+    );
+}
+
+#[tokio::test]
+async fn reading_commands_create_no_table() {
+    let hub = Hub::new();
+    assert!(!hub.run(&["get", "x"]).status.success());
+    hub.ok(&["list"]);
+    hub.ok(&["counts"]);
+    let store =
+        durable_status::InstanceStore::open(&common::storage(), &hub.name, Default::default())
+            .unwrap();
+    let tables = common::other_tool(&store)
+        .query()
+        .into_stream::<Value>()
+        .next()
+        .await
+        .unwrap();
+    let err = tables.expect_err("the table does not exist");
+    assert!(format!("{err:?}").contains("404"), "{err:?}");
+    hub.ok(&["create", "x", "--name", "X"]);
+    assert!(hub.ok(&["list"]).contains("x"), "create made the table");
 }

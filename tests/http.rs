@@ -760,3 +760,66 @@ async fn the_page_and_its_assets_are_served() -> Result<()> {
     assert_eq!(unknown.status, StatusCode::NOT_FOUND);
     Ok(())
 }
+
+#[tokio::test]
+async fn without_a_key_other_sites_are_refused() -> Result<()> {
+    let server = server().await;
+    server.instance("victim", RuntimeStatus::Running).await;
+    let path = format!("{BASE_PATH}/instances/victim/terminate");
+    let forged = server
+        .send(Method::POST, &path, &[("origin", "https://evil.example")])
+        .await;
+    assert_eq!(forged.status, StatusCode::FORBIDDEN);
+    let rebound = server
+        .send(
+            Method::GET,
+            &format!("{BASE_PATH}/instances"),
+            &[("host", "evil.example:7071")],
+        )
+        .await;
+    assert_eq!(rebound.status, StatusCode::FORBIDDEN);
+    assert!(message(&rebound).contains("loopback host names"));
+    assert_eq!(
+        server.store.get("victim").await?.unwrap().runtime_status,
+        RuntimeStatus::Running
+    );
+    let host = server.base.trim_start_matches("http://").to_owned();
+    let same = server
+        .send(
+            Method::POST,
+            &path,
+            &[("origin", &format!("http://{host}"))],
+        )
+        .await;
+    assert_eq!(
+        same.status,
+        StatusCode::ACCEPTED,
+        "the page's own origin is fine"
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn unknown_task_hubs_and_odd_times_are_answered_not_crashed() -> Result<()> {
+    let server = server().await;
+    let list = server.get("/instances?taskHub=NoSuchHub").await;
+    assert_eq!(
+        (list.status, list.body.clone()),
+        (StatusCode::OK, json!([])),
+        "a missing table lists nothing"
+    );
+    let purge = server
+        .delete("/instances?taskHub=NoSuchHub&createdTimeFrom=2000-01-01")
+        .await;
+    assert_eq!(purge.status, StatusCode::NOT_FOUND);
+    let far = server
+        .get("/instances?createdTimeFrom=9999-12-31T23:30:00-01:00")
+        .await;
+    assert_eq!(far.status, StatusCode::BAD_REQUEST);
+    assert!(
+        message(&far).contains("created time from"),
+        "{}",
+        message(&far)
+    );
+    Ok(())
+}

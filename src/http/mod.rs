@@ -133,6 +133,15 @@ async fn require_key(State(api): State<HttpApi>, request: Request, next: Next) -
         .get("code")
         .map(str::to_owned);
     let presented = from_header.or(from_query);
+    if api.inner.keys.is_empty() {
+        // No key: the server listens on loopback, but a web page the user
+        // visits can still reach it. Refuse other host names (DNS
+        // rebinding) and cross-origin requests (forged terminates, purges).
+        if let Err(refusal) = same_machine_only(request.headers()) {
+            return refusal.into_response();
+        }
+        return next.run(request).await;
+    }
     if api.key_matches(presented.as_deref()) {
         next.run(request).await
     } else {
@@ -144,6 +153,44 @@ async fn require_key(State(api): State<HttpApi>, request: Request, next: Next) -
         )
         .into_response()
     }
+}
+
+/// Without a key, only requests addressed to a loopback name, and not sent
+/// by a page of another origin, are served.
+fn same_machine_only(headers: &HeaderMap) -> Result<(), ApiError> {
+    let host = headers
+        .get(axum::http::header::HOST)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let name = match host.strip_prefix('[') {
+        Some(v6) => v6.split(']').next().unwrap_or(""),
+        None => host.rsplit_once(':').map_or(host, |(name, _)| name),
+    };
+    let loopback = name.eq_ignore_ascii_case("localhost")
+        || name
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback());
+    if !loopback {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            format!("without a key this server answers only to loopback host names, not '{host}'; configure a key"),
+        ));
+    }
+    if let Some(origin) = headers
+        .get(axum::http::header::ORIGIN)
+        .and_then(|v| v.to_str().ok())
+    {
+        let same = origin.split_once("://").is_some_and(|(scheme, authority)| {
+            matches!(scheme, "http" | "https") && authority.eq_ignore_ascii_case(host)
+        });
+        if !same {
+            return Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                format!("without a key this server refuses requests from other origins ('{origin}'); configure a key"),
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// Refuses a declared body over the limit before anything else runs (no
@@ -253,6 +300,58 @@ mod tests {
         assert!(!constant_time_eq(b"secret", b"secreT"));
         assert!(!constant_time_eq(b"secret", b"secret2"));
         assert!(!constant_time_eq(b"", b"x"));
+    }
+
+    fn headers(pairs: &[(&'static str, &str)]) -> HeaderMap {
+        pairs
+            .iter()
+            .map(|(name, value)| {
+                (
+                    axum::http::HeaderName::from_static(name),
+                    value.parse().unwrap(),
+                )
+            })
+            .collect()
+    }
+
+    #[test]
+    fn without_a_key_only_loopback_names_and_the_same_origin() {
+        for host in [
+            "127.0.0.1:7071",
+            "localhost:7071",
+            "LOCALHOST",
+            "[::1]:7071",
+            "127.0.0.2",
+        ] {
+            assert!(
+                same_machine_only(&headers(&[("host", host)])).is_ok(),
+                "{host}"
+            );
+        }
+        for host in [
+            "evil.example",
+            "evil.example:7071",
+            "10.0.0.1:7071",
+            "",
+            "localhost.evil.example",
+        ] {
+            assert!(
+                same_machine_only(&headers(&[("host", host)])).is_err(),
+                "{host}"
+            );
+        }
+        let same = headers(&[
+            ("host", "127.0.0.1:7071"),
+            ("origin", "http://127.0.0.1:7071"),
+        ]);
+        assert!(same_machine_only(&same).is_ok());
+        let other = headers(&[
+            ("host", "127.0.0.1:7071"),
+            ("origin", "https://evil.example"),
+        ]);
+        let err = same_machine_only(&other).unwrap_err();
+        assert_eq!(err.status, StatusCode::FORBIDDEN);
+        assert!(err.message.contains("other origins"), "{}", err.message);
     }
 
     #[test]
