@@ -220,6 +220,7 @@ impl InstanceStore {
             wire::check_payload("input", input.as_str())?;
         }
         let execution_id = new.execution_id.clone().unwrap_or_else(new_execution_id);
+        let now = OffsetDateTime::now_utc();
         let entity = wire::new_instance_entity(&wire::NewRow {
             partition_key: &pk,
             task_hub: &self.task_hub,
@@ -230,29 +231,39 @@ impl InstanceStore {
             input: new.input.as_ref(),
             tags: &new.tags,
             scheduled_start_time: new.scheduled_start_time,
-            now: OffsetDateTime::now_utc(),
+            now,
         });
         let already_exists = |status| Error::AlreadyExists {
             instance_id: new.instance_id.clone(),
             status,
         };
         match self.client.insert(&entity).await {
-            Err(Error::Storage { status: 409, .. }) if new.overwrite_terminal => {}
-            Err(Error::Storage { status: 409, .. }) => return Err(already_exists(None)),
+            Err(Error::Storage { status: 409, .. }) => {}
             other => return other,
         }
+        // The id is taken: by this very insert (retried after its response
+        // was lost), by a terminal instance that may be replaced, or by
+        // another one.
+        let columns = [
+            wire::PARTITION_KEY,
+            wire::RUNTIME_STATUS,
+            wire::EXECUTION_ID,
+            wire::CREATED_TIME,
+        ];
         let existing = self
             .client
-            .get(
-                &pk,
-                INSTANCE_ROW_KEY,
-                Some(&[wire::PARTITION_KEY, wire::RUNTIME_STATUS]),
-            )
+            .get(&pk, INSTANCE_ROW_KEY, Some(&columns))
             .await?;
         match existing {
             Some((row, etag)) => {
-                let status = wire::decode_instance(&row, etag.clone())?.runtime_status;
-                if !status.is_terminal() {
+                let found = wire::decode_instance(&row, etag.clone())?;
+                if found.execution_id == execution_id
+                    && wire::format_time(found.created_time) == wire::format_time(now)
+                {
+                    return Ok(etag);
+                }
+                let status = found.runtime_status;
+                if !new.overwrite_terminal || !status.is_terminal() {
                     return Err(already_exists(Some(status)));
                 }
                 self.client
@@ -331,30 +342,54 @@ impl InstanceStore {
         F: FnMut(Option<&CustomStatus>) -> Result<Option<CustomStatus>>,
     {
         let pk = wire::partition_key(instance_id)?;
+        let columns = [
+            wire::PARTITION_KEY,
+            wire::CUSTOM_STATUS,
+            wire::LAST_UPDATED_TIME,
+        ];
         let mut attempt = 0;
+        // The LastUpdatedTime of the last write that answered 412: if the
+        // next read finds it, that write was ours (retried after its
+        // response was lost) and must not be applied again.
+        let mut lost_write: Option<OffsetDateTime> = None;
         loop {
             let (row, etag) = self
                 .client
-                .get(
-                    &pk,
-                    INSTANCE_ROW_KEY,
-                    Some(&[wire::PARTITION_KEY, wire::CUSTOM_STATUS]),
-                )
+                .get(&pk, INSTANCE_ROW_KEY, Some(&columns))
                 .await?
                 .ok_or_else(|| Error::NotFound {
                     instance_id: instance_id.to_owned(),
                 })?;
-            let current = wire::decode_instance(&row, etag.clone())?.custom_status;
-            let next = update(current.as_ref())?;
+            let current = wire::decode_instance(&row, etag.clone())?;
+            if lost_write == Some(current.last_updated_time) {
+                return Ok(etag);
+            }
+            let next = update(current.custom_status.as_ref())?;
+            if let Some(next) = &next {
+                next.check_size(self.options.custom_status_limit)?;
+            }
+            let entity = wire::custom_status_merge(next.as_ref(), OffsetDateTime::now_utc());
             match self
-                .write_custom_status(instance_id, next.as_ref(), &WriteCondition::IfMatch(etag))
+                .client
+                .merge(
+                    &pk,
+                    INSTANCE_ROW_KEY,
+                    &entity,
+                    &WriteCondition::IfMatch(etag),
+                )
                 .await
             {
-                Err(Error::Conflict { .. }) if attempt < self.options.conflict_retries => {
+                Err(Error::Storage { status: 412, .. })
+                    if attempt < self.options.conflict_retries =>
+                {
                     attempt += 1;
+                    lost_write = entity
+                        .get(wire::LAST_UPDATED_TIME)
+                        .and_then(|v| v.as_str())
+                        .and_then(wire::parse_time);
                     tokio::time::sleep(conflict_backoff(attempt)).await;
                 }
-                other => return other,
+                other => return other.map_err(|e| self.write_error(e, instance_id)),
             }
         }
     }
@@ -373,10 +408,7 @@ impl InstanceStore {
             _ => String::new(),
         };
         let entity = wire::state_change_merge(change, &execution_id, OffsetDateTime::now_utc());
-        self.client
-            .merge(&pk, INSTANCE_ROW_KEY, &entity, condition)
-            .await
-            .map_err(|e| self.write_error(e, instance_id))
+        self.merge_row(instance_id, &pk, &entity, condition).await
     }
 
     /// Applies a state change unless the instance is terminal: reads its
@@ -523,10 +555,47 @@ impl InstanceStore {
             status.check_size(self.options.custom_status_limit)?;
         }
         let entity = wire::custom_status_merge(status, OffsetDateTime::now_utc());
-        self.client
-            .merge(&pk, INSTANCE_ROW_KEY, &entity, condition)
+        self.merge_row(instance_id, &pk, &entity, condition).await
+    }
+
+    /// One merge into an instance's row. When a conditional merge answers
+    /// 412, one read tells whether the winning write was this very one: a
+    /// request retried after its response was lost finds its own write
+    /// there. The LastUpdatedTime it sent (100 ns resolution) identifies it.
+    async fn merge_row(
+        &self,
+        instance_id: &str,
+        pk: &str,
+        entity: &wire::Entity,
+        condition: &WriteCondition,
+    ) -> Result<ETag> {
+        match self
+            .client
+            .merge(pk, INSTANCE_ROW_KEY, entity, condition)
             .await
-            .map_err(|e| self.write_error(e, instance_id))
+        {
+            Err(Error::Storage { status: 412, .. }) => {
+                let sent = entity
+                    .get(wire::LAST_UPDATED_TIME)
+                    .and_then(|v| v.as_str())
+                    .and_then(wire::parse_time);
+                let columns = [wire::PARTITION_KEY, wire::LAST_UPDATED_TIME];
+                if let (Some(sent), Some((row, etag))) = (
+                    sent,
+                    self.client
+                        .get(pk, INSTANCE_ROW_KEY, Some(&columns))
+                        .await?,
+                ) {
+                    if wire::decode_instance(&row, etag.clone())?.last_updated_time == sent {
+                        return Ok(etag);
+                    }
+                }
+                Err(Error::Conflict {
+                    instance_id: instance_id.to_owned(),
+                })
+            }
+            other => other.map_err(|e| self.write_error(e, instance_id)),
+        }
     }
 
     /// Names the instance in the errors a write of an existing row can meet.

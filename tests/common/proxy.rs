@@ -5,7 +5,7 @@
 
 use std::io::{Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use durable_status::StorageConfig;
@@ -17,6 +17,8 @@ struct State {
     lines: Mutex<Vec<String>>,
     /// Requests still let through; usize::MAX for no limit.
     budget: AtomicUsize,
+    /// The method of the next request whose response is to be lost.
+    lose_response_to: Mutex<Option<String>>,
 }
 
 pub struct Proxy {
@@ -55,8 +57,10 @@ impl Proxy {
                 let (client_read, server_write) =
                     (client.try_clone().unwrap(), server.try_clone().unwrap());
                 let state = Arc::clone(&shared);
-                std::thread::spawn(move || requests(client_read, server_write, state));
-                std::thread::spawn(move || responses(server, client));
+                let lose = Arc::new(AtomicBool::new(false));
+                let lose_in_responses = Arc::clone(&lose);
+                std::thread::spawn(move || requests(client_read, server_write, state, lose));
+                std::thread::spawn(move || responses(server, client, lose_in_responses));
             }
         });
         Proxy { port, state }
@@ -90,13 +94,21 @@ impl Proxy {
         self.state.connections.load(Ordering::SeqCst)
     }
 
+    /// The next request with this method reaches the service and is carried
+    /// out, but its response is lost: the connection closes instead.
+    pub fn lose_response_to(&self, method: &str) {
+        *self.state.lose_response_to.lock().unwrap() = Some(method.to_owned());
+    }
+
     /// Lets `n` more requests through, then cuts every connection.
     pub fn fail_after(&self, n: usize) {
         self.state.budget.store(n, Ordering::SeqCst);
     }
 }
 
-fn requests(mut from: TcpStream, mut to: TcpStream, state: Arc<State>) {
+const METHODS: [&str; 7] = ["GET", "POST", "PUT", "MERGE", "DELETE", "PATCH", "HEAD"];
+
+fn requests(mut from: TcpStream, mut to: TcpStream, state: Arc<State>, lose: Arc<AtomicBool>) {
     const LINE_END: &[u8] = b" HTTP/1.1\r\n";
     let mut buf = [0u8; 16 * 1024];
     let mut pending: Vec<u8> = Vec::new();
@@ -111,8 +123,14 @@ fn requests(mut from: TcpStream, mut to: TcpStream, state: Arc<State>) {
                 .iter()
                 .rposition(|b| *b == b'\n')
                 .map_or(0, |i| i + 1);
-            let line =
+            let text =
                 String::from_utf8_lossy(&pending[start..at + LINE_END.len() - 2]).into_owned();
+            // A body need not end in a newline: the line starts at its method.
+            let line = METHODS
+                .iter()
+                .filter_map(|m| text.find(&format!("{m} /")))
+                .min()
+                .map_or(text.clone(), |i| text[i..].to_owned());
             let allowed = state
                 .budget
                 .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |b| match b {
@@ -127,6 +145,16 @@ fn requests(mut from: TcpStream, mut to: TcpStream, state: Arc<State>) {
                 return;
             }
             state.requests.fetch_add(1, Ordering::SeqCst);
+            {
+                let mut target = state.lose_response_to.lock().unwrap();
+                if target
+                    .as_deref()
+                    .is_some_and(|method| line.starts_with(&format!("{method} ")))
+                {
+                    *target = None;
+                    lose.store(true, Ordering::SeqCst);
+                }
+            }
             state.lines.lock().unwrap().push(percent_decode(&line));
             pending.drain(..at + LINE_END.len());
         }
@@ -141,8 +169,21 @@ fn requests(mut from: TcpStream, mut to: TcpStream, state: Arc<State>) {
     let _ = to.shutdown(Shutdown::Write);
 }
 
-fn responses(mut from: TcpStream, mut to: TcpStream) {
-    let _ = std::io::copy(&mut from, &mut to);
+fn responses(mut from: TcpStream, mut to: TcpStream, lose: Arc<AtomicBool>) {
+    let mut buf = [0u8; 16 * 1024];
+    loop {
+        let n = match from.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => n,
+        };
+        if lose.load(Ordering::SeqCst) {
+            let _ = from.shutdown(Shutdown::Both);
+            break;
+        }
+        if to.write_all(&buf[..n]).is_err() {
+            break;
+        }
+    }
     let _ = to.shutdown(Shutdown::Both);
 }
 
