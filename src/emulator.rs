@@ -199,9 +199,12 @@ fn free_port() -> Result<u16> {
         .map_err(|e| Error::Emulator(e.to_string()))
 }
 
+/// Azurite's entry point is there, and npm finished the install (it writes
+/// its hidden lockfile last): an interrupted install does not count.
 fn installed(dir: &Path) -> bool {
     dir.join("node_modules/azurite/dist/src/table/main.js")
         .is_file()
+        && dir.join("node_modules/.package-lock.json").is_file()
 }
 
 /// Runs `npm ci` in `dir` unless Azurite is there; concurrent callers (test
@@ -216,23 +219,67 @@ fn install_if_missing(dir: &Path) -> Result<()> {
             dir.display()
         )));
     }
-    let lock = dir.join(".install-lock");
-    let deadline = Instant::now() + INSTALL_TIMEOUT;
-    while std::fs::create_dir(&lock).is_err() {
-        if installed(dir) {
-            return Ok(());
-        }
-        if Instant::now() > deadline {
-            return Err(Error::Emulator(format!(
-                "waited {INSTALL_TIMEOUT:?} for another install of Azurite; remove {} if none is running",
-                lock.display()
-            )));
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    let Some(lock) = InstallLock::acquire(dir, INSTALL_TIMEOUT, || installed(dir))? else {
+        return Ok(()); // another process installed it meanwhile
+    };
     let result = run_npm_ci(dir);
-    let _ = std::fs::remove_dir(&lock);
+    drop(lock);
     result
+}
+
+/// A folder created atomically beside the install, holding the owner's pid.
+/// A lock whose owner is gone (an install interrupted by Ctrl-C) is taken over.
+struct InstallLock {
+    path: PathBuf,
+}
+
+impl InstallLock {
+    /// Waits up to `timeout` for the lock; `Ok(None)` when `done()` turns
+    /// true meanwhile.
+    fn acquire(dir: &Path, timeout: Duration, done: impl Fn() -> bool) -> Result<Option<Self>> {
+        let path = dir.join(".install-lock");
+        let deadline = Instant::now() + timeout;
+        loop {
+            if std::fs::create_dir(&path).is_ok() {
+                let _ = std::fs::write(path.join("pid"), std::process::id().to_string());
+                return Ok(Some(InstallLock { path }));
+            }
+            if done() {
+                return Ok(None);
+            }
+            if Self::owner_is_gone(&path) {
+                let _ = std::fs::remove_dir_all(&path);
+                continue;
+            }
+            if Instant::now() > deadline {
+                return Err(Error::Emulator(format!(
+                    "waited {timeout:?} for another install of Azurite; remove {} if none is running",
+                    path.display()
+                )));
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    fn owner_is_gone(path: &Path) -> bool {
+        let Ok(pid) = std::fs::read_to_string(path.join("pid")) else {
+            // Just created and not written yet, or from an older version:
+            // trust it only while it is young.
+            return std::fs::metadata(path)
+                .and_then(|m| m.modified())
+                .ok()
+                .and_then(|t| t.elapsed().ok())
+                .is_some_and(|age| age > INSTALL_TIMEOUT);
+        };
+        let proc = Path::new("/proc");
+        proc.is_dir() && !proc.join(pid.trim()).exists()
+    }
+}
+
+impl Drop for InstallLock {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.path);
+    }
 }
 
 fn run_npm_ci(dir: &Path) -> Result<()> {
@@ -243,23 +290,121 @@ fn run_npm_ci(dir: &Path) -> Result<()> {
         "Installing the pinned Azurite in {} (npm ci)...",
         dir.display()
     );
-    let output = Command::new("npm")
+    let mut child = Command::new("npm")
         .args(["ci", "--no-audit", "--no-fund"])
         .current_dir(dir)
         .stdin(Stdio::null())
-        .output()
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
         .map_err(|e| {
             Error::Emulator(format!(
                 "cannot run npm: {e} (Node.js and npm must be on PATH)"
             ))
         })?;
-    if !output.status.success() || !installed(dir) {
+    let mut stderr = child.stderr.take().expect("stderr is piped");
+    let errors = std::thread::spawn(move || {
+        let mut text = String::new();
+        let _ = stderr.read_to_string(&mut text);
+        text
+    });
+    let deadline = Instant::now() + INSTALL_TIMEOUT;
+    let status = loop {
+        if let Some(status) = child
+            .try_wait()
+            .map_err(|e| Error::Emulator(e.to_string()))?
+        {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(Error::Emulator(format!(
+                "`npm ci` in {} did not finish within {INSTALL_TIMEOUT:?}",
+                dir.display()
+            )));
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    let errors = errors.join().unwrap_or_default();
+    if !status.success() || !installed(dir) {
+        let tail: String = errors
+            .lines()
+            .rev()
+            .take(20)
+            .collect::<Vec<_>>()
+            .into_iter()
+            .rev()
+            .collect::<Vec<_>>()
+            .join("\n");
         return Err(Error::Emulator(format!(
-            "`npm ci` in {} failed ({}): {}",
+            "`npm ci` in {} failed ({status}): {}",
             dir.display(),
-            output.status,
-            String::from_utf8_lossy(&output.stderr).trim()
+            tail.trim()
         )));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn scratch(name: &str) -> PathBuf {
+        let dir =
+            std::env::temp_dir().join(format!("durable-status-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
+    #[test]
+    fn a_lock_left_by_a_dead_process_is_taken_over() {
+        let dir = scratch("stale-lock");
+        std::fs::create_dir(dir.join(".install-lock")).unwrap();
+        // No process has this pid: /proc/4194305 cannot exist (pid_max is at most 4194304).
+        std::fs::write(dir.join(".install-lock/pid"), "4194305").unwrap();
+        let lock = InstallLock::acquire(&dir, Duration::from_secs(5), || false)
+            .unwrap()
+            .expect("taken over");
+        assert_eq!(
+            std::fs::read_to_string(dir.join(".install-lock/pid")).unwrap(),
+            std::process::id().to_string()
+        );
+        drop(lock);
+        assert!(!dir.join(".install-lock").exists(), "released on drop");
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[test]
+    fn a_lock_held_by_a_live_process_is_waited_for() {
+        let dir = scratch("live-lock");
+        let held = InstallLock::acquire(&dir, Duration::from_secs(1), || false)
+            .unwrap()
+            .unwrap();
+        let started = Instant::now();
+        let err = InstallLock::acquire(&dir, Duration::from_millis(500), || false)
+            .err()
+            .expect("times out");
+        assert!(err.to_string().contains("waited"), "{err}");
+        assert!(started.elapsed() >= Duration::from_millis(500));
+        // Someone else finishing the install ends the wait.
+        assert!(InstallLock::acquire(&dir, Duration::from_secs(5), || true)
+            .unwrap()
+            .is_none());
+        drop(held);
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[test]
+    fn an_interrupted_install_does_not_count() {
+        let dir = scratch("partial");
+        let main = dir.join("node_modules/azurite/dist/src/table");
+        std::fs::create_dir_all(&main).unwrap();
+        std::fs::write(main.join("main.js"), "").unwrap();
+        assert!(!installed(&dir), "npm did not finish");
+        std::fs::write(dir.join("node_modules/.package-lock.json"), "{}").unwrap();
+        assert!(installed(&dir));
+        let _ = std::fs::remove_dir_all(dir);
+    }
 }
