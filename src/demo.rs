@@ -45,10 +45,8 @@ pub async fn run(
     let store = InstanceStore::connect(&config, task_hub).await?;
     let simulation = tokio::spawn(simulate(store.clone()));
 
-    let key_suffix = keys
-        .first()
-        .map(|k| format!("?code={}", k.expose()))
-        .unwrap_or_default();
+    // Keys are never printed: a URL with its key ends up in scrollback and logs.
+    let key_suffix = if keys.is_empty() { "" } else { "?code=<key>" };
     println!();
     println!("durable-status demo is running (task hub {task_hub}).");
     println!("  Status page:  http://{bound}/{key_suffix}");

@@ -281,8 +281,8 @@ pub(crate) fn decode_token(token: &str) -> Result<Continuation> {
 pub struct InstancePage {
     /// The instances of this page; it may be empty while more follow.
     pub instances: Vec<InstanceStatus>,
-    /// Where the next page starts; `None` at the end. Never a token that
-    /// leads nowhere.
+    /// Where the next page starts; `None` at the end. A token always decodes
+    /// to a position (never to `null`); the page it leads to may be empty.
     pub continuation_token: Option<String>,
 }
 

@@ -365,10 +365,12 @@ async fn serve_answers_and_stops_on_ctrl_c() {
     assert!(err.contains("without a key"), "{err}");
 }
 
+const DEMO_KEY: &str = "demo-key-never-printed";
+
 #[tokio::test]
 async fn the_demo_runs_with_no_configuration_and_stops_cleanly() {
     let mut child = Command::new(BIN)
-        .args(["demo", "--addr", "127.0.0.1:0"])
+        .args(["demo", "--addr", "127.0.0.1:0", "--key", DEMO_KEY])
         // A Functions developer's exported connection string is not used:
         // only --connection-string takes the demo off its own emulator.
         .env(
@@ -382,10 +384,12 @@ async fn the_demo_runs_with_no_configuration_and_stops_cleanly() {
         .unwrap();
     let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
     let page = wait_for_line(&mut lines, "Status page:");
+    assert!(!page.contains(DEMO_KEY), "the key is never printed: {page}");
     let base = page
         .split_whitespace()
         .last()
         .unwrap()
+        .trim_end_matches("?code=<key>")
         .trim_end_matches('/')
         .to_owned();
     let storage = wait_for_line(&mut lines, "Storage:");
@@ -394,9 +398,15 @@ async fn the_demo_runs_with_no_configuration_and_stops_cleanly() {
         .find(|w| w.starts_with("http://"))
         .unwrap()
         .to_owned();
-    wait_for_line(&mut lines, "Ctrl-C");
+    let last = wait_for_line(&mut lines, "Ctrl-C");
+    assert!(!last.contains(DEMO_KEY));
 
-    let client = reqwest::Client::new();
+    let mut with_key = reqwest::header::HeaderMap::new();
+    with_key.insert("x-functions-key", DEMO_KEY.parse().unwrap());
+    let client = reqwest::Client::builder()
+        .default_headers(with_key)
+        .build()
+        .unwrap();
     let html = client
         .get(format!("{base}/"))
         .send()

@@ -452,6 +452,25 @@ async fn listing_filters_and_their_errors() -> Result<()> {
         .get("/instances?instanceIdPrefix=with&showInput=true")
         .await;
     assert_eq!(list.body[0]["input"], 5);
+
+    // Pages that carry inputs hold at most 100 rows; the header brings the rest.
+    let many = (0..120).map(|i| {
+        server
+            .store
+            .create(NewInstance::new(format!("w{i:03}"), "O"))
+    });
+    futures::future::try_join_all(many).await?;
+    let page = server
+        .get("/instances?instanceIdPrefix=w&showInput=true&top=1000")
+        .await;
+    assert_eq!(page.body.as_array().unwrap().len(), 100);
+    assert!(page.headers.contains_key("x-ms-continuation-token"));
+    let page = server.get("/instances?instanceIdPrefix=w&top=1000").await;
+    assert_eq!(
+        page.body.as_array().unwrap().len(),
+        121,
+        "w000..w119 and with-input"
+    );
     Ok(())
 }
 

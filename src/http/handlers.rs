@@ -17,6 +17,9 @@ use crate::query::{InstanceQuery, DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE};
 use crate::store::ReadOptions;
 use crate::wire::StateChange;
 
+/// The most rows of a listing page that shows inputs.
+pub const MAX_PAGE_WITH_INPUT: u32 = 100;
+
 /// The header that carries a listing's continuation, both ways.
 pub const CONTINUATION_HEADER: &str = "x-ms-continuation-token";
 
@@ -101,9 +104,17 @@ async fn list_instances(
 ) -> ApiResult {
     let params = Params::parse(query.as_deref());
     let show_input = params.bool("showInput", false)?;
+    let top = params.top(DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)?;
+    // Inputs may be 64 KiB each: pages that carry them hold at most 100
+    // rows (the continuation header brings the rest).
+    let page_size = if show_input {
+        top.min(MAX_PAGE_WITH_INPUT)
+    } else {
+        top
+    };
     let mut query = InstanceQuery::new()
         .statuses(params.statuses()?)
-        .page_size(params.top(DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)?)
+        .page_size(page_size)
         .include_input(show_input);
     if let Some(from) = params.time("createdTimeFrom")? {
         query = query.created_from(from);
@@ -191,6 +202,7 @@ async fn purge_instances(State(api): State<HttpApi>, RawQuery(query): RawQuery) 
         other => other.into(),
     })?;
     let store = api.store_for(params.get("taskHub"))?;
+    let _one_at_a_time = api.one_purge_at_a_time().await;
     let done = store.purge(&filter).await.map_err(|interrupted| {
         let message = interrupted.to_string();
         ApiError::new(ApiError::from(*interrupted.source).status, message)

@@ -50,6 +50,9 @@ pub struct HttpApi {
 struct Inner {
     default_store: InstanceStore,
     keys: Vec<Secret>,
+    /// Purges by filter run one at a time: each already keeps 32 deletes
+    /// in flight.
+    purges: tokio::sync::Mutex<()>,
 }
 
 impl std::fmt::Debug for HttpApi {
@@ -69,6 +72,7 @@ impl HttpApi {
         HttpApi {
             inner: Arc::new(Inner {
                 default_store: store,
+                purges: tokio::sync::Mutex::new(()),
                 keys: keys
                     .into_iter()
                     .filter(|k| !k.expose().is_empty())
@@ -99,6 +103,10 @@ impl HttpApi {
             None => Ok(default.clone()),
             Some(hub) => Ok(default.task_hub_store(hub)?),
         }
+    }
+
+    pub(crate) async fn one_purge_at_a_time(&self) -> tokio::sync::MutexGuard<'_, ()> {
+        self.inner.purges.lock().await
     }
 
     fn key_matches(&self, presented: Option<&str>) -> bool {
