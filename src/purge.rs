@@ -12,7 +12,7 @@ use time::OffsetDateTime;
 use crate::error::{Error, Result};
 use crate::model::{ETag, RuntimeStatus, WriteCondition};
 use crate::query::{InstanceQuery, MAX_PAGE_SIZE};
-use crate::storage_client::Continuation;
+use crate::storage_client::{odata_string, BatchOperation, Continuation, MAX_BATCH_OPERATIONS};
 use crate::store::InstanceStore;
 use crate::wire::{self, INSTANCE_ROW_KEY};
 
@@ -30,6 +30,7 @@ pub struct PurgeFilter {
     allow_non_terminal: bool,
     instance_id_prefix: Option<String>,
     concurrency: usize,
+    include_history: bool,
 }
 
 impl PurgeFilter {
@@ -43,7 +44,16 @@ impl PurgeFilter {
             allow_non_terminal: false,
             instance_id_prefix: None,
             concurrency: DEFAULT_PURGE_CONCURRENCY,
+            include_history: true,
         }
+    }
+
+    /// Whether to delete each purged instance's rows in the task hub's
+    /// History table too (default yes, as Durable Functions does; a task hub
+    /// without a History table costs one request).
+    pub fn include_history(mut self, include: bool) -> Self {
+        self.include_history = include;
+        self
     }
 
     /// Only instances created at or before `to` (default: when the purge starts).
@@ -142,6 +152,21 @@ pub struct PurgeProgress {
     /// Instances left alone: changed or deleted by someone else since they
     /// were read.
     pub skipped: u64,
+    /// Rows deleted from the task hub's History table, for the instances
+    /// deleted.
+    pub history_rows_deleted: u64,
+}
+
+/// What became of one instance a purge tried to delete.
+enum Deletion {
+    Deleted {
+        history_rows: u64,
+    },
+    /// Changed or gone since it was read.
+    Skipped,
+    /// The row was deleted; its History rows were not.
+    HistoryFailed(Error),
+    Failed(Error),
 }
 
 /// Why a purge stopped before the end.
@@ -158,8 +183,15 @@ pub struct PurgeInterrupted {
 impl InstanceStore {
     /// Deletes one instance: `Ok(true)` when it was deleted, `Ok(false)`
     /// when there was nothing to delete. Either way it is gone.
+    ///
+    /// Its rows in the task hub's History table are deleted too.
     pub async fn purge_instance(&self, instance_id: &str) -> Result<bool> {
-        self.delete(instance_id).await
+        let deleted = self.delete(instance_id).await?;
+        if deleted {
+            self.purge_history(&wire::partition_key(instance_id)?)
+                .await?;
+        }
+        Ok(deleted)
     }
 
     /// Deletes one instance only if it is terminal, at the version read: a
@@ -204,6 +236,10 @@ impl InstanceStore {
                         instance_id: instance_id.to_owned(),
                     })
                 }
+                Ok(true) => {
+                    self.purge_history(&pk).await?;
+                    return Ok(true);
+                }
                 other => return other,
             }
         }
@@ -239,6 +275,12 @@ impl InstanceStore {
         };
         let query = filter.validate().map_err(|e| interrupted(done, e))?;
         let statuses = query.statuses.clone();
+        // One look decides whether there is any history to delete.
+        let with_history = filter.include_history
+            && self
+                .history_exists()
+                .await
+                .map_err(|e| interrupted(done, e))?;
 
         let mut rows = std::pin::pin!(self.purge_candidates(query));
         let mut in_flight = FuturesUnordered::new();
@@ -251,9 +293,17 @@ impl InstanceStore {
                 biased;
                 Some(result) = in_flight.next(), if !in_flight.is_empty() => {
                     match result {
-                        Ok(true) => done.deleted += 1,
-                        Ok(false) => done.skipped += 1,
-                        Err(e) => {
+                        Deletion::Deleted { history_rows } => {
+                            done.deleted += 1;
+                            done.history_rows_deleted += history_rows;
+                        }
+                        Deletion::Skipped => done.skipped += 1,
+                        Deletion::HistoryFailed(e) => {
+                            // The row is gone: counted, and the purge stops.
+                            done.deleted += 1;
+                            failure.get_or_insert(e);
+                        }
+                        Deletion::Failed(e) => {
                             failure.get_or_insert(e);
                         }
                     }
@@ -265,7 +315,7 @@ impl InstanceStore {
                         // Without an ETag the row could not be deleted at the
                         // version read: leave it.
                         if let (true, Some(etag)) = (statuses.contains(&status), etag) {
-                            in_flight.push(self.delete_at_version(partition_key, etag));
+                            in_flight.push(self.delete_at_version(partition_key, etag, with_history));
                         } else {
                             done.skipped += 1;
                         }
@@ -282,20 +332,89 @@ impl InstanceStore {
         }
     }
 
-    /// `Ok(true)` deleted; `Ok(false)` changed or gone since it was read.
-    async fn delete_at_version(&self, partition_key: String, etag: ETag) -> Result<bool> {
-        match self
+    /// Deletes an instance's row at the version read, then its History rows.
+    async fn delete_at_version(
+        &self,
+        partition_key: String,
+        etag: ETag,
+        with_history: bool,
+    ) -> Deletion {
+        let deleted = self
             .client
             .delete(
                 &partition_key,
                 INSTANCE_ROW_KEY,
                 &WriteCondition::IfMatch(etag),
             )
-            .await
-        {
-            Ok(deleted) => Ok(deleted),
-            Err(Error::Storage { status: 412, .. }) => Ok(false),
-            Err(e) => Err(e),
+            .await;
+        match deleted {
+            Ok(true) if with_history => match self.purge_history(&partition_key).await {
+                Ok(history_rows) => Deletion::Deleted { history_rows },
+                Err(e) => Deletion::HistoryFailed(Error::Storage {
+                    status: 0,
+                    code: None,
+                    message: format!(
+                        "the row of instance '{}' was deleted but not its History rows: {e}",
+                        wire::unescape_key(&partition_key)
+                    ),
+                }),
+            },
+            Ok(true) => Deletion::Deleted { history_rows: 0 },
+            Ok(false) | Err(Error::Storage { status: 412, .. }) => Deletion::Skipped,
+            Err(e) => Deletion::Failed(e),
+        }
+    }
+
+    fn history(&self) -> crate::storage_client::TableClient {
+        self.client.sibling(&wire::history_table(&self.task_hub))
+    }
+
+    /// Whether the task hub's History table holds any row (one request).
+    async fn history_exists(&self) -> Result<bool> {
+        let page = self
+            .history()
+            .query_page(None, Some(&[wire::PARTITION_KEY]), Some(1), None)
+            .await?;
+        Ok(!page.entities.is_empty() || page.continuation.is_some())
+    }
+
+    /// Deletes an instance's History partition, a page at a time, in
+    /// batches of 100; returns the rows deleted. A missing table is no
+    /// history.
+    pub(crate) async fn purge_history(&self, partition_key: &str) -> Result<u64> {
+        let history = self.history();
+        let filter = format!("PartitionKey eq {}", odata_string(partition_key));
+        let mut deleted = 0u64;
+        let mut resume = None;
+        loop {
+            let page = history
+                .query_page(
+                    Some(&filter),
+                    Some(&[wire::ROW_KEY]),
+                    Some(MAX_PAGE_SIZE),
+                    resume.as_ref(),
+                )
+                .await?;
+            let row_keys: Vec<String> = page
+                .entities
+                .iter()
+                .filter_map(|(row, _)| row.get(wire::ROW_KEY)?.as_str().map(str::to_owned))
+                .collect();
+            for chunk in row_keys.chunks(MAX_BATCH_OPERATIONS) {
+                let deletes: Vec<BatchOperation> = chunk
+                    .iter()
+                    .map(|row_key| BatchOperation::Delete {
+                        row_key: row_key.clone(),
+                        condition: WriteCondition::Unconditional,
+                    })
+                    .collect();
+                history.batch(partition_key, &deletes).await?;
+                deleted += chunk.len() as u64;
+            }
+            match page.continuation {
+                Some(next) => resume = Some(next),
+                None => return Ok(deleted),
+            }
         }
     }
 

@@ -71,14 +71,10 @@ pub(crate) struct Page {
 
 /// One operation of an entity-group transaction.
 #[derive(Debug, Clone)]
-#[allow(dead_code)] // the purge of History partitions builds batches
 pub(crate) enum BatchOperation {
+    /// Inserts are batched by the tests only.
+    #[cfg(test)]
     Insert(Entity),
-    Merge {
-        row_key: String,
-        entity: Entity,
-        condition: WriteCondition,
-    },
     Delete {
         row_key: String,
         condition: WriteCondition,
@@ -307,7 +303,6 @@ impl TableClient {
     /// Runs an entity-group transaction on one partition: all operations
     /// succeed or none does. Returns the new ETag of each operation that
     /// writes one.
-    #[allow(dead_code)] // the purge of History partitions builds batches
     pub(crate) async fn batch(
         &self,
         pk: &str,
@@ -317,12 +312,8 @@ impl TableClient {
         let mut transaction = self.table.partition_key_client(odata_key(pk)).transaction();
         for operation in operations {
             transaction = match operation {
+                #[cfg(test)]
                 BatchOperation::Insert(entity) => transaction.insert(entity),
-                BatchOperation::Merge {
-                    row_key,
-                    entity,
-                    condition,
-                } => transaction.merge(odata_key(row_key), entity, Some(if_match(condition))),
                 BatchOperation::Delete { row_key, condition } => {
                     transaction.delete(odata_key(row_key), Some(if_match(condition)))
                 }
@@ -481,6 +472,7 @@ fn check_batch(pk: &str, operations: &[BatchOperation]) -> Result<()> {
     let mut row_keys = std::collections::HashSet::new();
     for operation in operations {
         let row_key = match operation {
+            #[cfg(test)]
             BatchOperation::Insert(entity) => {
                 let (entity_pk, rk) = keys_of(entity)?;
                 if entity_pk != pk {
@@ -492,13 +484,10 @@ fn check_batch(pk: &str, operations: &[BatchOperation]) -> Result<()> {
                 check_entity(entity_pk, rk, entity)?;
                 rk
             }
-            BatchOperation::Merge {
-                row_key, entity, ..
-            } => {
-                check_entity(pk, row_key, entity)?;
+            BatchOperation::Delete { row_key, .. } => {
+                check_entity(pk, row_key, &Entity::new())?;
                 row_key
             }
-            BatchOperation::Delete { row_key, .. } => row_key,
         };
         if !row_keys.insert(row_key) {
             return Err(Error::invalid(

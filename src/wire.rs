@@ -93,6 +93,11 @@ pub fn validate_task_hub(task_hub: &str) -> Result<()> {
     Ok(())
 }
 
+/// The History table of a task hub (written by the Durable Task provider).
+pub(crate) fn history_table(task_hub: &str) -> String {
+    format!("{task_hub}History")
+}
+
 /// The Instances table of a task hub.
 pub(crate) fn instances_table(task_hub: &str) -> String {
     format!("{task_hub}{INSTANCES_SUFFIX}")

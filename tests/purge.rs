@@ -314,3 +314,52 @@ async fn purging_one_terminal_instance_refuses_a_running_one() -> Result<()> {
     assert!(store.get("busy").await?.is_some());
     Ok(())
 }
+
+#[tokio::test]
+async fn purging_deletes_the_instances_history_rows_too() -> Result<()> {
+    let store = common::store().await;
+    instances(
+        &store,
+        &[
+            ("done/a", RuntimeStatus::Completed),
+            ("it's-b", RuntimeStatus::Failed),
+            ("busy", RuntimeStatus::Running),
+            ("one", RuntimeStatus::Completed),
+        ],
+    )
+    .await?;
+    // Partition keys are the escaped ids, as the provider writes them.
+    let history = common::provider_history(
+        &store,
+        &[("done^0a", 250), ("it's-b", 3), ("busy", 5), ("one", 2)],
+    )
+    .await;
+
+    assert!(store.purge_terminal_instance("one").await?);
+    assert_eq!(
+        common::history_rows(&history, "one").await,
+        0,
+        "a single purge deletes the history too"
+    );
+
+    let done = store
+        .purge(&PurgeFilter::created_from(an_hour_ago()))
+        .await?;
+    assert_eq!((done.deleted, done.history_rows_deleted), (2, 253));
+    assert_eq!(common::history_rows(&history, "done^0a").await, 0);
+    assert_eq!(common::history_rows(&history, "it's-b").await, 0);
+    assert_eq!(
+        common::history_rows(&history, "busy").await,
+        5,
+        "a running instance keeps its history"
+    );
+
+    // Without a History table nothing is asked of it beyond one look.
+    let plain = common::store().await;
+    instances(&plain, &[("x", RuntimeStatus::Completed)]).await?;
+    let done = plain
+        .purge(&PurgeFilter::created_from(an_hour_ago()))
+        .await?;
+    assert_eq!((done.deleted, done.history_rows_deleted), (1, 0));
+    Ok(())
+}

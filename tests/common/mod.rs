@@ -71,6 +71,11 @@ pub async fn store_with(options: StoreOptions) -> InstanceStore {
 /// A table client of the Azure crate, standing for another tool (the Durable
 /// Task provider, Storage Explorer) that reads and writes the same table.
 pub fn other_tool(store: &InstanceStore) -> azure_data_tables::prelude::TableClient {
+    azure_table(&format!("{}Instances", store.task_hub()))
+}
+
+/// A table of the account under test, through the Azure crate.
+pub fn azure_table(name: &str) -> azure_data_tables::prelude::TableClient {
     use azure_data_tables::clients::TableServiceClientBuilder;
     use azure_storage::{CloudLocation, StorageCredentials};
     let config = storage();
@@ -91,7 +96,7 @@ pub fn other_tool(store: &InstanceStore) -> azure_data_tables::prelude::TableCli
     TableServiceClientBuilder::with_location(location, credentials)
         .retry(azure_core::RetryOptions::none())
         .build()
-        .table_client(format!("{}Instances", store.task_hub()))
+        .table_client(name)
 }
 
 /// Reads a row as another tool sees it, with full metadata (type annotations).
@@ -154,4 +159,51 @@ pub fn connection_string() -> String {
         ),
         _ => unreachable!("the emulator signs with its key"),
     }
+}
+
+/// The task hub's History table as the Durable Task provider keeps it:
+/// created, and filled with `rows` events for each (escaped) partition key.
+pub async fn provider_history(
+    store: &InstanceStore,
+    partitions: &[(&str, usize)],
+) -> azure_data_tables::prelude::TableClient {
+    let history = azure_table(&format!("{}History", store.task_hub()));
+    let _ = history.create().await;
+    for (partition, rows) in partitions {
+        futures::future::try_join_all((0..*rows).map(|i| {
+            let row = serde_json::json!({
+                "PartitionKey": partition,
+                "RowKey": format!("{i:016X}"),
+                "EventType": "TaskScheduled",
+                "ExecutionId": "e1",
+            });
+            let history = history.clone();
+            async move {
+                let _: azure_data_tables::operations::InsertEntityResponse<serde_json::Value> =
+                    history.insert(&row)?.await?;
+                Ok::<_, azure_core::Error>(())
+            }
+        }))
+        .await
+        .expect("history rows are written");
+    }
+    history
+}
+
+/// Rows of a History partition, read as another tool.
+pub async fn history_rows(
+    history: &azure_data_tables::prelude::TableClient,
+    partition: &str,
+) -> usize {
+    use futures::StreamExt;
+    let filter = format!("PartitionKey eq '{}'", partition.replace('\'', "''"));
+    let mut pages = history
+        .query()
+        .filter(filter)
+        .into_stream::<serde_json::Value>();
+    let mut count = 0;
+    while let Some(page) = pages.next().await {
+        count += page.expect("the history reads").entities.len();
+    }
+    count
 }
