@@ -69,6 +69,13 @@ pub(crate) struct Page {
     pub continuation: Option<Continuation>,
 }
 
+/// How an update writes an existing entity.
+#[derive(Debug, Clone, Copy)]
+enum Update {
+    Merge,
+    Replace,
+}
+
 /// One operation of an entity-group transaction.
 #[derive(Debug, Clone)]
 pub(crate) enum BatchOperation {
@@ -189,14 +196,7 @@ impl TableClient {
         entity: &Entity,
         condition: &WriteCondition,
     ) -> Result<ETag> {
-        check_entity(pk, rk, entity)?;
-        let response = self
-            .entity(pk, rk)
-            .merge(entity, if_match(condition))
-            .map_err(map_error)?
-            .await
-            .map_err(map_error)?;
-        Ok(ETag::new(response.etag.to_string()))
+        self.update(pk, rk, entity, condition, Update::Merge).await
     }
 
     /// Replaces an existing entity whole (404 when absent).
@@ -207,13 +207,25 @@ impl TableClient {
         entity: &Entity,
         condition: &WriteCondition,
     ) -> Result<ETag> {
-        check_entity(pk, rk, entity)?;
-        let response = self
-            .entity(pk, rk)
-            .update(entity, if_match(condition))
-            .map_err(map_error)?
+        self.update(pk, rk, entity, condition, Update::Replace)
             .await
-            .map_err(map_error)?;
+    }
+
+    async fn update(
+        &self,
+        pk: &str,
+        rk: &str,
+        entity: &Entity,
+        condition: &WriteCondition,
+        how: Update,
+    ) -> Result<ETag> {
+        check_entity(pk, rk, entity)?;
+        let client = self.entity(pk, rk);
+        let request = match how {
+            Update::Merge => client.merge(entity, if_match(condition)),
+            Update::Replace => client.update(entity, if_match(condition)),
+        };
+        let response = request.map_err(map_error)?.await.map_err(map_error)?;
         Ok(ETag::new(response.etag.to_string()))
     }
 
