@@ -4,6 +4,7 @@
 mod common;
 
 use std::net::TcpListener;
+use std::os::unix::process::CommandExt;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -22,6 +23,10 @@ struct Driver {
 
 impl Drop for Driver {
     fn drop(&mut self) {
+        // ChromeDriver leads its own process group, Chromium included: kill
+        // them all, so that a failing test leaves no browser behind.
+        let group = format!("-{}", self.child.id());
+        let _ = Command::new("kill").args(["-KILL", "--", &group]).status();
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
@@ -38,6 +43,7 @@ impl Driver {
             .port();
         let child = Command::new(&program)
             .arg(format!("--port={port}"))
+            .process_group(0)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
