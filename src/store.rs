@@ -237,50 +237,58 @@ impl InstanceStore {
             instance_id: new.instance_id.clone(),
             status,
         };
-        match self.client.insert(&entity).await {
-            Err(Error::Storage { status: 409, .. }) => {}
-            other => return other,
-        }
-        // The id is taken: by this very insert (retried after its response
-        // was lost), by a terminal instance that may be replaced, or by
-        // another one.
         let columns = [
             wire::PARTITION_KEY,
             wire::RUNTIME_STATUS,
             wire::EXECUTION_ID,
             wire::CREATED_TIME,
         ];
-        let existing = self
-            .client
-            .get(&pk, INSTANCE_ROW_KEY, Some(&columns))
-            .await?;
-        match existing {
-            Some((row, etag)) => {
-                let found = wire::decode_instance(&row, etag.clone())?;
-                if found.execution_id == execution_id
-                    && wire::format_time(found.created_time) == wire::format_time(now)
-                {
-                    return Ok(etag);
-                }
-                let status = found.runtime_status;
-                if !new.overwrite_terminal || !status.is_terminal() {
-                    return Err(already_exists(Some(status)));
-                }
-                self.client
-                    .replace(
-                        &pk,
-                        INSTANCE_ROW_KEY,
-                        &entity,
-                        &WriteCondition::IfMatch(etag),
-                    )
-                    .await
-                    .map_err(|e| self.write_error(e, &new.instance_id))
+        let mut attempt = 0;
+        let mut written = self.client.insert(&entity).await;
+        loop {
+            match written {
+                Ok(etag) => return Ok(etag),
+                // Taken, or changed since it was read: look at the row.
+                Err(Error::Storage {
+                    status: 409 | 412, ..
+                }) => {}
+                Err(e) => return Err(self.write_error(e, &new.instance_id)),
             }
-            // Deleted since the insert failed: insert once more.
-            None => self.client.insert(&entity).await.map_err(|e| match e {
-                Error::Storage { status: 409, .. } => already_exists(None),
-                other => other,
-            }),
+            if attempt >= self.options.conflict_retries {
+                return Err(Error::Conflict {
+                    instance_id: new.instance_id.clone(),
+                });
+            }
+            attempt += 1;
+            written = match self
+                .client
+                .get(&pk, INSTANCE_ROW_KEY, Some(&columns))
+                .await?
+            {
+                Some((row, etag)) => {
+                    let found = wire::decode_instance(&row, etag.clone())?;
+                    // This very write, retried after its response was lost.
+                    if found.execution_id == execution_id
+                        && wire::format_time(found.created_time) == wire::format_time(now)
+                    {
+                        return Ok(etag);
+                    }
+                    let status = found.runtime_status;
+                    if !new.overwrite_terminal || !status.is_terminal() {
+                        return Err(already_exists(Some(status)));
+                    }
+                    self.client
+                        .replace(
+                            &pk,
+                            INSTANCE_ROW_KEY,
+                            &entity,
+                            &WriteCondition::IfMatch(etag),
+                        )
+                        .await
+                }
+                // Deleted since: insert once more.
+                None => self.client.insert(&entity).await,
+            };
         }
     }
 
@@ -342,16 +350,8 @@ impl InstanceStore {
         F: FnMut(Option<&CustomStatus>) -> Result<Option<CustomStatus>>,
     {
         let pk = wire::partition_key(instance_id)?;
-        let columns = [
-            wire::PARTITION_KEY,
-            wire::CUSTOM_STATUS,
-            wire::LAST_UPDATED_TIME,
-        ];
+        let columns = [wire::PARTITION_KEY, wire::CUSTOM_STATUS];
         let mut attempt = 0;
-        // The LastUpdatedTime of the last write that answered 412: if the
-        // next read finds it, that write was ours (retried after its
-        // response was lost) and must not be applied again.
-        let mut lost_write: Option<OffsetDateTime> = None;
         loop {
             let (row, etag) = self
                 .client
@@ -360,36 +360,19 @@ impl InstanceStore {
                 .ok_or_else(|| Error::NotFound {
                     instance_id: instance_id.to_owned(),
                 })?;
-            let current = wire::decode_instance(&row, etag.clone())?;
-            if lost_write == Some(current.last_updated_time) {
-                return Ok(etag);
-            }
-            let next = update(current.custom_status.as_ref())?;
-            if let Some(next) = &next {
-                next.check_size(self.options.custom_status_limit)?;
-            }
-            let entity = wire::custom_status_merge(next.as_ref(), OffsetDateTime::now_utc());
+            let current = wire::decode_instance(&row, etag.clone())?.custom_status;
+            let next = update(current.as_ref())?;
+            // A 412 is checked at once for a retried write of our own (see
+            // merge_row): only a write that really lost is tried again.
             match self
-                .client
-                .merge(
-                    &pk,
-                    INSTANCE_ROW_KEY,
-                    &entity,
-                    &WriteCondition::IfMatch(etag),
-                )
+                .write_custom_status(instance_id, next.as_ref(), &WriteCondition::IfMatch(etag))
                 .await
             {
-                Err(Error::Storage { status: 412, .. })
-                    if attempt < self.options.conflict_retries =>
-                {
+                Err(Error::Conflict { .. }) if attempt < self.options.conflict_retries => {
                     attempt += 1;
-                    lost_write = entity
-                        .get(wire::LAST_UPDATED_TIME)
-                        .and_then(|v| v.as_str())
-                        .and_then(wire::parse_time);
                     tokio::time::sleep(conflict_backoff(attempt)).await;
                 }
-                other => return other.map_err(|e| self.write_error(e, instance_id)),
+                other => return other,
             }
         }
     }

@@ -6,7 +6,20 @@
 mod common;
 
 use anyhow::Result;
-use durable_status::{CustomStatus, NewInstance, RuntimeStatus, StateChange, StoreOptions};
+use durable_status::{
+    CustomStatus, JsonText, NewInstance, RuntimeStatus, StateChange, StoreOptions,
+};
+
+/// Asserts that the proxy saw `method` at least twice since the last call:
+/// the lost response really made the client send the request again.
+fn sent_twice(proxy: &common::proxy::Proxy, method: &str) {
+    let lines = proxy.take_lines();
+    let sent = lines
+        .iter()
+        .filter(|l| l.starts_with(&format!("{method} ")))
+        .count();
+    assert!(sent >= 2, "{method} was sent {sent} times: {lines:?}");
+}
 use serde_json::json;
 
 #[tokio::test]
@@ -43,6 +56,7 @@ async fn a_conditional_write_whose_response_was_lost_is_not_a_conflict() -> Resu
     let new_etag = store
         .set_custom_status_if_match("lost-merge", Some(&status), &etag)
         .await?;
+    sent_twice(&proxy, "MERGE");
     assert_eq!(store.get("lost-merge").await?.unwrap().etag, new_etag);
 
     // A write that really lost still is a conflict.
@@ -66,8 +80,10 @@ async fn read_modify_write_applies_once_when_a_response_is_lost() -> Result<()> 
         CustomStatus::from_value(&json!({"count": count + 1})).map(Some)
     };
     store.update_custom_status("counter", increment).await?;
+    proxy.take_lines();
     proxy.lose_response_to("MERGE");
     store.update_custom_status("counter", increment).await?;
+    sent_twice(&proxy, "MERGE");
     let count = store
         .get("counter")
         .await?
@@ -91,9 +107,31 @@ async fn a_guarded_terminate_whose_response_was_lost_succeeds() -> Result<()> {
         reason: "stop".into(),
     };
     store.change_state_unless_terminal("t", &terminate).await?;
+    sent_twice(&proxy, "MERGE");
     assert_eq!(
         store.get("t").await?.unwrap().runtime_status,
         RuntimeStatus::Terminated
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_replace_whose_response_was_lost_is_not_a_conflict() -> Result<()> {
+    let (store, proxy) = common::proxied_store(StoreOptions::default()).await;
+    store.create(NewInstance::new("again", "Orch")).await?;
+    store
+        .complete("again", Some(JsonText::from_value(&1)?))
+        .await?;
+    proxy.take_lines();
+    proxy.lose_response_to("PUT");
+    store
+        .create(NewInstance::new("again", "Second").overwrite_terminal(true))
+        .await?;
+    sent_twice(&proxy, "PUT");
+    let status = store.get("again").await?.unwrap();
+    assert_eq!(
+        (status.name.as_str(), status.runtime_status),
+        ("Second", RuntimeStatus::Pending)
     );
     Ok(())
 }
