@@ -118,7 +118,7 @@ enum Command {
     /// Delete one instance, or every terminal instance created in a range
     Purge {
         /// Instance id (or give --created-from)
-        #[arg(conflicts_with_all = ["created_from", "created_to", "status"])]
+        #[arg(conflicts_with_all = ["created_from", "created_to", "status", "keep_history"])]
         id: Option<String>,
         /// Purge instances created at or after this time
         #[arg(long, value_name = "TIME", required_unless_present = "id")]
@@ -132,6 +132,9 @@ enum Command {
         /// Allow purging instances that are not terminal
         #[arg(long)]
         allow_non_terminal: bool,
+        /// Leave the instances' rows in the task hub's History table
+        #[arg(long)]
+        keep_history: bool,
         /// Do not ask for confirmation
         #[arg(long)]
         yes: bool,
@@ -335,6 +338,7 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
             created_to,
             status,
             allow_non_terminal,
+            keep_history,
             yes,
         } => {
             let from = parse_time(
@@ -347,7 +351,8 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
             };
             let mut filter = PurgeFilter::created_from(from)
                 .created_to(to)
-                .allow_non_terminal(allow_non_terminal);
+                .allow_non_terminal(allow_non_terminal)
+                .include_history(!keep_history);
             if status.is_some() {
                 filter = filter.statuses(parse_statuses(status.as_deref())?);
             }
@@ -525,8 +530,8 @@ async fn purge(
     let done = result?;
     writeln!(
         out,
-        "deleted {} instances ({} skipped: changed or gone since they were read)",
-        done.deleted, done.skipped
+        "deleted {} instances ({} skipped: changed or gone since they were read) and {} History rows",
+        done.deleted, done.skipped, done.history_rows_deleted
     )?;
     Ok(ExitCode::SUCCESS)
 }

@@ -162,10 +162,17 @@ enum Deletion {
     Deleted {
         history_rows: u64,
     },
-    /// Changed or gone since it was read.
-    Skipped,
-    /// The row was deleted; its History rows were not.
-    HistoryFailed(Error),
+    /// Changed or gone since it was read (a row gone still has its History
+    /// deleted).
+    Skipped {
+        history_rows: u64,
+    },
+    /// The row is gone; some of its History rows are not.
+    HistoryFailed {
+        row_deleted: bool,
+        history_rows: u64,
+        error: Error,
+    },
     Failed(Error),
 }
 
@@ -186,11 +193,11 @@ impl InstanceStore {
     ///
     /// Its rows in the task hub's History table are deleted too.
     pub async fn purge_instance(&self, instance_id: &str) -> Result<bool> {
+        let pk = wire::partition_key(instance_id)?;
         let deleted = self.delete(instance_id).await?;
-        if deleted {
-            self.purge_history(&wire::partition_key(instance_id)?)
-                .await?;
-        }
+        // Its History too, also when the row was gone already: a re-run
+        // finishes a purge that stopped between the two.
+        self.purge_history_of_one(&pk).await?;
         Ok(deleted)
     }
 
@@ -210,6 +217,7 @@ impl InstanceStore {
                 )
                 .await?
             else {
+                self.purge_history_of_one(&pk).await?;
                 return Ok(false);
             };
             let status = wire::decode_instance(&row, etag.clone())?.runtime_status;
@@ -236,11 +244,11 @@ impl InstanceStore {
                         instance_id: instance_id.to_owned(),
                     })
                 }
-                Ok(true) => {
-                    self.purge_history(&pk).await?;
-                    return Ok(true);
+                Ok(deleted) => {
+                    self.purge_history_of_one(&pk).await?;
+                    return Ok(deleted);
                 }
-                other => return other,
+                Err(e) => return Err(e),
             }
         }
     }
@@ -283,7 +291,8 @@ impl InstanceStore {
                 .map_err(|e| interrupted(done, e))?;
 
         let mut rows = std::pin::pin!(self.purge_candidates(query));
-        let mut in_flight = FuturesUnordered::new();
+        let mut in_flight: FuturesUnordered<tokio::task::JoinHandle<Deletion>> =
+            FuturesUnordered::new();
         let mut exhausted = false;
         let mut failure = None;
         loop {
@@ -291,17 +300,26 @@ impl InstanceStore {
             // Deletes in flight keep going while the next page is fetched.
             tokio::select! {
                 biased;
-                Some(result) = in_flight.next(), if !in_flight.is_empty() => {
+                                Some(joined) = in_flight.next(), if !in_flight.is_empty() => {
+                                        let result = joined.unwrap_or_else(|e: tokio::task::JoinError| {
+                        Deletion::Failed(Error::Transport(format!("a delete task failed: {e}")))
+                    });
                     match result {
                         Deletion::Deleted { history_rows } => {
                             done.deleted += 1;
                             done.history_rows_deleted += history_rows;
                         }
-                        Deletion::Skipped => done.skipped += 1,
-                        Deletion::HistoryFailed(e) => {
-                            // The row is gone: counted, and the purge stops.
-                            done.deleted += 1;
-                            failure.get_or_insert(e);
+                                                Deletion::Skipped { history_rows } => {
+                            done.skipped += 1;
+                            done.history_rows_deleted += history_rows;
+                        }
+                        Deletion::HistoryFailed { row_deleted, history_rows, error } => {
+                            // The row is gone: counted, and the purge stops
+                            // (a re-run deletes the rest of its History).
+                            done.deleted += u64::from(row_deleted);
+                            done.skipped += u64::from(!row_deleted);
+                            done.history_rows_deleted += history_rows;
+                            failure.get_or_insert(error);
                         }
                         Deletion::Failed(e) => {
                             failure.get_or_insert(e);
@@ -315,7 +333,13 @@ impl InstanceStore {
                         // Without an ETag the row could not be deleted at the
                         // version read: leave it.
                         if let (true, Some(etag)) = (statuses.contains(&status), etag) {
-                            in_flight.push(self.delete_at_version(partition_key, etag, with_history));
+                                                        // A task of its own: a caller that gives up (Ctrl-C,
+                            // a dropped HTTP request) cannot split a row's
+                            // delete from its History's.
+                            let store = self.clone();
+                            in_flight.push(tokio::spawn(async move {
+                                store.delete_at_version(partition_key, etag, with_history).await
+                            }));
                         } else {
                             done.skipped += 1;
                         }
@@ -333,6 +357,9 @@ impl InstanceStore {
     }
 
     /// Deletes an instance's row at the version read, then its History rows.
+    /// A row gone already (deleted by someone else, or by this very request
+    /// retried after its response was lost) still has its History deleted,
+    /// so that a re-run finishes the job.
     async fn delete_at_version(
         &self,
         partition_key: String,
@@ -347,21 +374,34 @@ impl InstanceStore {
                 &WriteCondition::IfMatch(etag),
             )
             .await;
-        match deleted {
-            Ok(true) if with_history => match self.purge_history(&partition_key).await {
-                Ok(history_rows) => Deletion::Deleted { history_rows },
-                Err(e) => Deletion::HistoryFailed(Error::Storage {
-                    status: 0,
-                    code: None,
-                    message: format!(
-                        "the row of instance '{}' was deleted but not its History rows: {e}",
-                        wire::unescape_key(&partition_key)
-                    ),
-                }),
-            },
-            Ok(true) => Deletion::Deleted { history_rows: 0 },
-            Ok(false) | Err(Error::Storage { status: 412, .. }) => Deletion::Skipped,
-            Err(e) => Deletion::Failed(e),
+        let row_deleted = match deleted {
+            Ok(deleted) => deleted,
+            // Changed since it was read: neither the row nor its History.
+            Err(Error::Storage { status: 412, .. }) => {
+                return Deletion::Skipped { history_rows: 0 }
+            }
+            Err(e) => return Deletion::Failed(e),
+        };
+        let (history_rows, history) = if with_history {
+            self.purge_history(&partition_key).await
+        } else {
+            (0, Ok(()))
+        };
+        match (row_deleted, history) {
+            (true, Ok(())) => Deletion::Deleted { history_rows },
+            (false, Ok(())) => Deletion::Skipped { history_rows },
+            (row_deleted, Err(error)) => {
+                tracing::warn!(
+                    instance_id = %wire::unescape_key(&partition_key),
+                    %error,
+                    "the instance row is gone but not all its History rows"
+                );
+                Deletion::HistoryFailed {
+                    row_deleted,
+                    history_rows,
+                    error,
+                }
+            }
         }
     }
 
@@ -370,31 +410,61 @@ impl InstanceStore {
     }
 
     /// Whether the task hub's History table holds any row (one request).
+    /// Without access to it (a SAS scoped to the Instances table) purges
+    /// leave History alone, and say so in the log.
     async fn history_exists(&self) -> Result<bool> {
-        let page = self
+        match self
             .history()
             .query_page(None, Some(&[wire::PARTITION_KEY]), Some(1), None)
-            .await?;
-        Ok(!page.entities.is_empty() || page.continuation.is_some())
+            .await
+        {
+            Ok(page) => Ok(!page.entities.is_empty() || page.continuation.is_some()),
+            Err(Error::Storage { status: 403, .. }) => {
+                tracing::warn!(task_hub = %self.task_hub, "no access to the History table: purges leave its rows");
+                Ok(false)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The History purge of a single-instance purge: no access to the table
+    /// is a warning, not a failure (the instance row is gone already).
+    async fn purge_history_of_one(&self, partition_key: &str) -> Result<u64> {
+        match self.purge_history(partition_key).await {
+            (rows, Ok(())) => Ok(rows),
+            (rows, Err(Error::Storage { status: 403, .. })) => {
+                tracing::warn!(task_hub = %self.task_hub, "no access to the History table: its rows stay");
+                Ok(rows)
+            }
+            (_, Err(e)) => Err(e),
+        }
     }
 
     /// Deletes an instance's History partition, a page at a time, in
-    /// batches of 100; returns the rows deleted. A missing table is no
-    /// history.
-    pub(crate) async fn purge_history(&self, partition_key: &str) -> Result<u64> {
+    /// batches of 100. Returns the rows deleted, also when it stops on an
+    /// error. A missing table is no history; a batch that meets a row gone
+    /// already (another purge, or this batch retried) reads the partition
+    /// again.
+    pub(crate) async fn purge_history(&self, partition_key: &str) -> (u64, Result<()>) {
+        const REREADS: u32 = 5;
         let history = self.history();
         let filter = format!("PartitionKey eq {}", odata_string(partition_key));
         let mut deleted = 0u64;
         let mut resume = None;
-        loop {
-            let page = history
+        let mut rereads = 0;
+        'pages: loop {
+            let page = match history
                 .query_page(
                     Some(&filter),
                     Some(&[wire::ROW_KEY]),
                     Some(MAX_PAGE_SIZE),
                     resume.as_ref(),
                 )
-                .await?;
+                .await
+            {
+                Ok(page) => page,
+                Err(e) => return (deleted, Err(e)),
+            };
             let row_keys: Vec<String> = page
                 .entities
                 .iter()
@@ -408,12 +478,19 @@ impl InstanceStore {
                         condition: WriteCondition::Unconditional,
                     })
                     .collect();
-                history.batch(partition_key, &deletes).await?;
-                deleted += chunk.len() as u64;
+                match history.batch(partition_key, &deletes).await {
+                    Ok(_) => deleted += chunk.len() as u64,
+                    Err(Error::Storage { status: 404, .. }) if rereads < REREADS => {
+                        rereads += 1;
+                        resume = None;
+                        continue 'pages;
+                    }
+                    Err(e) => return (deleted, Err(e)),
+                }
             }
             match page.continuation {
                 Some(next) => resume = Some(next),
-                None => return Ok(deleted),
+                None => return (deleted, Ok(())),
             }
         }
     }

@@ -278,9 +278,14 @@ impl TableClient {
         let mut pages = query.into_stream::<Entity>();
         let page: QueryEntityResponse<Entity> = match pages.next().await {
             Some(Ok(page)) => page,
-            // The table does not exist (yet): nothing matches.
+            // The table does not exist (yet): nothing matches. (Any other
+            // 404, a wrong endpoint path, stays an error.)
             Some(Err(e)) => match map_error(e) {
-                Error::Storage { status: 404, .. } => {
+                Error::Storage {
+                    status: 404,
+                    code: Some(code),
+                    ..
+                } if code == "TableNotFound" => {
                     return Ok(Page {
                         entities: Vec::new(),
                         continuation: None,

@@ -290,7 +290,7 @@ fn purge_by_id_and_by_filter() {
     );
     assert!(
         out.trim_end()
-            .ends_with("deleted 2 instances (0 skipped: changed or gone since they were read)"),
+            .ends_with("deleted 2 instances (0 skipped: changed or gone since they were read) and 0 History rows"),
         "{out}"
     );
     assert!(hub

@@ -363,3 +363,53 @@ async fn purging_deletes_the_instances_history_rows_too() -> Result<()> {
     assert_eq!((done.deleted, done.history_rows_deleted), (1, 0));
     Ok(())
 }
+
+#[tokio::test]
+async fn a_rerun_deletes_the_history_of_a_row_already_gone() -> Result<()> {
+    let store = common::store().await;
+    instances(&store, &[("half", RuntimeStatus::Completed)]).await?;
+    let history = common::provider_history(&store, &[("half", 4)]).await;
+    // An earlier purge deleted the row and stopped before the History.
+    assert!(store.delete("half").await?);
+    assert_eq!(common::history_rows(&history, "half").await, 4);
+    assert!(!store.purge_instance("half").await?, "no row to delete");
+    assert_eq!(
+        common::history_rows(&history, "half").await,
+        0,
+        "but its History is gone now"
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn history_can_be_kept() -> Result<()> {
+    let store = common::store().await;
+    instances(&store, &[("kept", RuntimeStatus::Completed)]).await?;
+    let history = common::provider_history(&store, &[("kept", 3)]).await;
+    let done = store
+        .purge(&PurgeFilter::created_from(an_hour_ago()).include_history(false))
+        .await?;
+    assert_eq!((done.deleted, done.history_rows_deleted), (1, 0));
+    assert_eq!(common::history_rows(&history, "kept").await, 3);
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_hub_without_history_costs_one_look_per_purge() -> Result<()> {
+    let store = common::emulator_store().await;
+    completed_instances(&store, 10).await?;
+    let (proxied, proxy) = common::through_proxy(&store, StoreOptions::default()).await;
+    let done = proxied
+        .purge(&PurgeFilter::created_from(an_hour_ago()))
+        .await?;
+    assert_eq!(done.deleted, 10);
+    let lines = proxy.take_lines();
+    let history_requests = lines.iter().filter(|l| l.contains("History")).count();
+    assert_eq!(history_requests, 1, "{lines:?}");
+    assert_eq!(
+        lines.len(),
+        1 + 1 + 10,
+        "the look, one page, ten deletes: {lines:?}"
+    );
+    Ok(())
+}

@@ -166,18 +166,21 @@ async fn require_key(State(api): State<HttpApi>, request: Request, next: Next) -
 /// Without a key, only requests addressed to a loopback name, and not sent
 /// by a page of another origin, are served.
 fn same_machine_only(headers: &HeaderMap) -> Result<(), ApiError> {
-    let host = headers
-        .get(axum::http::header::HOST)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("");
+    // A request with no Host (HTTP/1.0) comes from no browser: no page can
+    // send one, so it needs no guarding here.
+    let Some(host) = headers.get(axum::http::header::HOST) else {
+        return Ok(());
+    };
+    let host = host.to_str().unwrap_or("");
     let name = match host.strip_prefix('[') {
         Some(v6) => v6.split(']').next().unwrap_or(""),
         None => host.rsplit_once(':').map_or(host, |(name, _)| name),
     };
+    let name = name.strip_suffix('.').unwrap_or(name);
     let loopback = name.eq_ignore_ascii_case("localhost")
         || name
             .parse::<std::net::IpAddr>()
-            .is_ok_and(|ip| ip.is_loopback());
+            .is_ok_and(|ip| ip.to_canonical().is_loopback());
     if !loopback {
         return Err(ApiError::new(
             StatusCode::FORBIDDEN,
@@ -328,7 +331,9 @@ mod tests {
             "127.0.0.1:7071",
             "localhost:7071",
             "LOCALHOST",
+            "localhost.:7071",
             "[::1]:7071",
+            "[::ffff:127.0.0.1]:7071",
             "127.0.0.2",
         ] {
             assert!(
@@ -348,6 +353,10 @@ mod tests {
                 "{host}"
             );
         }
+        assert!(
+            same_machine_only(&HeaderMap::new()).is_ok(),
+            "no Host: no browser"
+        );
         let same = headers(&[
             ("host", "127.0.0.1:7071"),
             ("origin", "http://127.0.0.1:7071"),
