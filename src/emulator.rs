@@ -219,7 +219,10 @@ fn install_if_missing(dir: &Path) -> Result<()> {
             dir.display()
         )));
     }
-    let Some(lock) = InstallLock::acquire(dir, INSTALL_TIMEOUT, || installed(dir))? else {
+    // Wait longer than an install may take, so a waiter never gives up on
+    // an install that is about to finish.
+    let wait = INSTALL_TIMEOUT + Duration::from_secs(60);
+    let Some(lock) = InstallLock::acquire(dir, wait, || installed(dir))? else {
         return Ok(()); // another process installed it meanwhile
     };
     let result = run_npm_ci(dir);
@@ -227,58 +230,47 @@ fn install_if_missing(dir: &Path) -> Result<()> {
     result
 }
 
-/// A folder created atomically beside the install, holding the owner's pid.
-/// A lock whose owner is gone (an install interrupted by Ctrl-C) is taken over.
+/// An OS lock on a file beside the install: the kernel releases it when its
+/// holder exits in any way (an install interrupted by Ctrl-C included), so a
+/// stale lock cannot block later runs.
 struct InstallLock {
-    path: PathBuf,
+    _file: std::fs::File,
 }
 
 impl InstallLock {
     /// Waits up to `timeout` for the lock; `Ok(None)` when `done()` turns
     /// true meanwhile.
     fn acquire(dir: &Path, timeout: Duration, done: impl Fn() -> bool) -> Result<Option<Self>> {
-        let path = dir.join(".install-lock");
+        let path = dir.join(".install.lock");
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(|e| Error::Emulator(format!("cannot open {}: {e}", path.display())))?;
         let deadline = Instant::now() + timeout;
         loop {
-            if std::fs::create_dir(&path).is_ok() {
-                let _ = std::fs::write(path.join("pid"), std::process::id().to_string());
-                return Ok(Some(InstallLock { path }));
+            match file.try_lock() {
+                Ok(()) => return Ok(Some(InstallLock { _file: file })),
+                Err(std::fs::TryLockError::WouldBlock) => {}
+                Err(std::fs::TryLockError::Error(e)) => {
+                    return Err(Error::Emulator(format!(
+                        "cannot lock {}: {e}",
+                        path.display()
+                    )))
+                }
             }
             if done() {
                 return Ok(None);
             }
-            if Self::owner_is_gone(&path) {
-                let _ = std::fs::remove_dir_all(&path);
-                continue;
-            }
             if Instant::now() > deadline {
                 return Err(Error::Emulator(format!(
-                    "waited {timeout:?} for another install of Azurite; remove {} if none is running",
+                    "waited {timeout:?} for another install of Azurite (it holds {})",
                     path.display()
                 )));
             }
             std::thread::sleep(Duration::from_millis(200));
         }
-    }
-
-    fn owner_is_gone(path: &Path) -> bool {
-        let Ok(pid) = std::fs::read_to_string(path.join("pid")) else {
-            // Just created and not written yet, or from an older version:
-            // trust it only while it is young.
-            return std::fs::metadata(path)
-                .and_then(|m| m.modified())
-                .ok()
-                .and_then(|t| t.elapsed().ok())
-                .is_some_and(|age| age > INSTALL_TIMEOUT);
-        };
-        let proc = Path::new("/proc");
-        proc.is_dir() && !proc.join(pid.trim()).exists()
-    }
-}
-
-impl Drop for InstallLock {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.path);
     }
 }
 
@@ -359,25 +351,31 @@ mod tests {
     }
 
     #[test]
-    fn a_lock_left_by_a_dead_process_is_taken_over() {
-        let dir = scratch("stale-lock");
-        std::fs::create_dir(dir.join(".install-lock")).unwrap();
-        // No process has this pid: /proc/4194305 cannot exist (pid_max is at most 4194304).
-        std::fs::write(dir.join(".install-lock/pid"), "4194305").unwrap();
-        let lock = InstallLock::acquire(&dir, Duration::from_secs(5), || false)
-            .unwrap()
-            .expect("taken over");
-        assert_eq!(
-            std::fs::read_to_string(dir.join(".install-lock/pid")).unwrap(),
-            std::process::id().to_string()
+    fn a_lock_dies_with_its_holder() {
+        let dir = scratch("dead-holder");
+        // Another process holds the lock, then is killed (as by Ctrl-C).
+        // --no-fork: the killed process is the one holding the lock.
+        let mut holder = Command::new("flock")
+            .arg("--no-fork")
+            .arg(dir.join(".install.lock"))
+            .args(["sleep", "60"])
+            .spawn()
+            .expect("util-linux flock runs");
+        std::thread::sleep(Duration::from_millis(300));
+        assert!(
+            InstallLock::acquire(&dir, Duration::from_millis(300), || false).is_err(),
+            "held"
         );
-        drop(lock);
-        assert!(!dir.join(".install-lock").exists(), "released on drop");
+        holder.kill().unwrap();
+        holder.wait().unwrap();
+        assert!(InstallLock::acquire(&dir, Duration::from_secs(5), || false)
+            .unwrap()
+            .is_some());
         let _ = std::fs::remove_dir_all(dir);
     }
 
     #[test]
-    fn a_lock_held_by_a_live_process_is_waited_for() {
+    fn a_live_lock_is_waited_for() {
         let dir = scratch("live-lock");
         let held = InstallLock::acquire(&dir, Duration::from_secs(1), || false)
             .unwrap()
@@ -393,6 +391,12 @@ mod tests {
             .unwrap()
             .is_none());
         drop(held);
+        assert!(
+            InstallLock::acquire(&dir, Duration::from_secs(1), || false)
+                .unwrap()
+                .is_some(),
+            "released"
+        );
         let _ = std::fs::remove_dir_all(dir);
     }
 
