@@ -121,7 +121,9 @@ fn existing_status_suffix(status: &Option<crate::RuntimeStatus>) -> String {
 /// ` (16 KiB)` for a byte limit that is a whole number of KiB.
 fn in_kib(limit: usize, unit: SizeUnit) -> String {
     match unit {
-        SizeUnit::Utf16Bytes | SizeUnit::EntityBytes if limit >= 1024 && limit % 1024 == 0 => {
+        SizeUnit::Utf16Bytes | SizeUnit::EntityBytes
+            if limit >= 1024 && limit.is_multiple_of(1024) =>
+        {
             format!(" ({} KiB)", limit / 1024)
         }
         _ => String::new(),
