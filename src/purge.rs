@@ -501,11 +501,10 @@ impl InstanceStore {
         query: InstanceQuery,
     ) -> impl Stream<Item = Result<(String, RuntimeStatus, Option<ETag>)>> + Send + '_ {
         let filter = query.filter();
-        let prefix = query.instance_id_prefix.clone();
         let start: Option<Option<Continuation>> = Some(None);
         futures::stream::try_unfold(start, move |state| {
             let filter = filter.clone();
-            let prefix = prefix.clone();
+            let query = query.clone();
             async move {
                 let Some(resume) = state else { return Ok(None) };
                 let columns = [wire::PARTITION_KEY, wire::RUNTIME_STATUS];
@@ -521,18 +520,10 @@ impl InstanceStore {
                 let rows: Vec<Result<_>> = page
                     .entities
                     .into_iter()
+                    .filter(|(row, _)| query.keeps_row(row))
                     .filter_map(|(row, etag)| {
-                        let key = row.get(wire::PARTITION_KEY)?.as_str()?.to_owned();
-                        if let Some(prefix) = &prefix {
-                            if !wire::unescape_key(&key).starts_with(prefix.as_str()) {
-                                return None;
-                            }
-                        }
-                        let status = row
-                            .get(wire::RUNTIME_STATUS)
-                            .and_then(|v| v.as_str())
-                            .map_or(RuntimeStatus::Unknown, RuntimeStatus::from_stored);
-                        Some(Ok((key, status, etag)))
+                        let key = wire::row_partition_key(&row)?.to_owned();
+                        Some(Ok((key, wire::row_status(&row), etag)))
                     })
                     .collect();
                 Ok(Some((

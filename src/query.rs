@@ -205,6 +205,14 @@ impl InstanceQuery {
             .as_deref()
             .is_none_or(|prefix| instance.instance_id.starts_with(prefix))
     }
+
+    /// The same check on a raw row, by its (escaped) partition key.
+    pub(crate) fn keeps_row(&self, row: &wire::Entity) -> bool {
+        self.instance_id_prefix.as_deref().is_none_or(|prefix| {
+            wire::row_partition_key(row)
+                .is_some_and(|key| wire::unescape_key(key).starts_with(prefix))
+        })
+    }
 }
 
 /// The smallest string above every string that starts with `prefix`, in the
@@ -372,21 +380,8 @@ impl InstanceStore {
                     resume.as_ref(),
                 )
                 .await?;
-            for (row, _) in &page.entities {
-                if let Some(prefix) = &query.instance_id_prefix {
-                    let id = row
-                        .get(wire::PARTITION_KEY)
-                        .and_then(|v| v.as_str())
-                        .map(wire::unescape_key);
-                    if !id.is_some_and(|id| id.starts_with(prefix.as_str())) {
-                        continue;
-                    }
-                }
-                let status = row
-                    .get(wire::RUNTIME_STATUS)
-                    .and_then(|v| v.as_str())
-                    .map_or(RuntimeStatus::Unknown, RuntimeStatus::from_stored);
-                *counts.0.entry(status).or_default() += 1;
+            for (row, _) in page.entities.iter().filter(|(row, _)| query.keeps_row(row)) {
+                *counts.0.entry(wire::row_status(row)).or_default() += 1;
             }
             match page.continuation {
                 Some(next) => resume = Some(next),

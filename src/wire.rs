@@ -397,6 +397,16 @@ fn get_str<'a>(entity: &'a Entity, name: &str) -> Option<&'a str> {
     entity.get(name).and_then(Value::as_str)
 }
 
+/// A row's partition key (the escaped instance id).
+pub(crate) fn row_partition_key(row: &Entity) -> Option<&str> {
+    get_str(row, PARTITION_KEY)
+}
+
+/// A row's runtime status; absent or unknown text reads as `Unknown`.
+pub(crate) fn row_status(row: &Entity) -> RuntimeStatus {
+    get_str(row, RUNTIME_STATUS).map_or(RuntimeStatus::Unknown, RuntimeStatus::from_stored)
+}
+
 fn get_time(entity: &Entity, name: &str) -> Option<OffsetDateTime> {
     get_str(entity, name).and_then(parse_time)
 }
@@ -426,8 +436,7 @@ pub(crate) fn decode_instance(entity: &Entity, etag: ETag) -> Result<InstanceSta
         name: text(NAME),
         version: text(VERSION),
         execution_id: text(EXECUTION_ID),
-        runtime_status: get_str(entity, RUNTIME_STATUS)
-            .map_or(RuntimeStatus::Unknown, RuntimeStatus::from_stored),
+        runtime_status: row_status(entity),
         input: optional_text(INPUT),
         output: optional_text(OUTPUT),
         custom_status: get_str(entity, CUSTOM_STATUS)
