@@ -1,6 +1,8 @@
 #!/usr/bin/env node
 // Runs Azurite's table service in this process, on loopback, in memory,
-// with telemetry off.
+// with telemetry off. It loads Azurite from node_modules beside it: in this
+// repository's azurite/ (start-table.sh), or in the per-user cache folder that
+// the Rust launcher (durable_status::emulator) writes this recipe to.
 //
 //   node table-server.js [--port N] [--host H] [--location DIR] [--exit-with-stdin]
 //

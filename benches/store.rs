@@ -93,10 +93,9 @@ async fn latency_proxy(config: &StorageConfig, delay: Duration) -> Result<Storag
             tokio::spawn(delayed_copy(server_read, client_write, delay));
         }
     });
-    Ok(StorageConfig {
-        table_endpoint: format!("http://127.0.0.1:{port}/{path}"),
-        ..config.clone()
-    })
+    Ok(config
+        .clone()
+        .with_table_endpoint(format!("http://127.0.0.1:{port}/{path}")))
 }
 
 async fn delayed_copy(
@@ -207,7 +206,7 @@ async fn main() -> Result<()> {
     let (_azurite, config) = match std::env::var("DURABLE_STATUS_BENCH_CONNECTION_STRING") {
         Ok(text) => (None, StorageConfig::from_connection_string(&text)?),
         Err(_) => {
-            let azurite = Azurite::start_bundled()?;
+            let azurite = Azurite::start()?;
             let config = azurite.config();
             (Some(azurite), config)
         }

@@ -5,7 +5,7 @@ use std::fmt;
 use std::time::Duration;
 
 use crate::error::{Error, Result};
-use crate::model::{DEFAULT_CUSTOM_STATUS_LIMIT, MAX_CUSTOM_STATUS_LIMIT};
+use crate::format::limits::{DEFAULT_CUSTOM_STATUS_LIMIT, MAX_CUSTOM_STATUS_LIMIT};
 
 /// The account name of the storage emulator.
 pub const EMULATOR_ACCOUNT: &str = "devstoreaccount1";
@@ -57,6 +57,7 @@ pub enum Credentials {
 
 /// Where the table service is and how to sign in.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct StorageConfig {
     /// The table service endpoint, e.g. `https://acct.table.core.windows.net`
     /// or `http://127.0.0.1:10002/devstoreaccount1`, without a trailing `/`.
@@ -182,11 +183,23 @@ impl StorageConfig {
         })
     }
 
+    /// The same account and credentials at another table endpoint (a
+    /// proxy, a private endpoint).
+    pub fn with_table_endpoint(mut self, endpoint: impl Into<String>) -> Self {
+        self.table_endpoint = endpoint.into().trim_end_matches('/').to_owned();
+        self
+    }
+
     /// Reads a connection string from `AzureWebJobsStorage`, then
     /// `AZURE_STORAGE_CONNECTION_STRING`. `Ok(None)` when neither is set.
     pub fn from_env() -> Result<Option<Self>> {
+        Self::from_variables(|name| std::env::var(name).ok())
+    }
+
+    /// [`StorageConfig::from_env`] with the variables looked up by `lookup`.
+    pub fn from_variables(lookup: impl Fn(&str) -> Option<String>) -> Result<Option<Self>> {
         for name in CONNECTION_STRING_VARIABLES {
-            if let Ok(value) = std::env::var(name) {
+            if let Some(value) = lookup(name) {
                 if !value.trim().is_empty() {
                     return Self::from_connection_string(&value)
                         .map(Some)
@@ -243,8 +256,10 @@ fn account_from_endpoint(endpoint: &str) -> String {
     }
 }
 
-/// How a store behaves, beyond where it stores.
+/// How a store behaves, beyond where it stores. Build it from the default
+/// with the setters: `StoreOptions::default().retry_budget(Duration::from_secs(2))`.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct StoreOptions {
     /// The custom status limit in bytes of UTF-16 JSON text. Default 16,384
     /// (Durable Functions' limit); at most 65,536.
@@ -254,7 +269,7 @@ pub struct StoreOptions {
     pub retry_budget: Duration,
     /// How long one HTTP request may take.
     pub request_timeout: Duration,
-    /// Retries of the read-modify-write helper on a lost race.
+    /// Retries of a guarded or read-modify-write change on a lost race.
     pub conflict_retries: u32,
 }
 
@@ -270,6 +285,30 @@ impl Default for StoreOptions {
 }
 
 impl StoreOptions {
+    /// Sets the custom status limit, in bytes of UTF-16 (at most 65,536).
+    pub fn custom_status_limit(mut self, bytes: usize) -> Self {
+        self.custom_status_limit = bytes;
+        self
+    }
+
+    /// Sets the time one request may spend on retries (zero: no retry).
+    pub fn retry_budget(mut self, budget: Duration) -> Self {
+        self.retry_budget = budget;
+        self
+    }
+
+    /// Sets how long one HTTP request may take.
+    pub fn request_timeout(mut self, timeout: Duration) -> Self {
+        self.request_timeout = timeout;
+        self
+    }
+
+    /// Sets how often a guarded change retries a lost race.
+    pub fn conflict_retries(mut self, retries: u32) -> Self {
+        self.conflict_retries = retries;
+        self
+    }
+
     /// Checks the options; a limit above Table Storage's is refused.
     pub fn validate(&self) -> Result<()> {
         if self.custom_status_limit == 0 || self.custom_status_limit > MAX_CUSTOM_STATUS_LIMIT {
@@ -430,10 +469,7 @@ mod tests {
 
     #[test]
     fn custom_status_limit_is_capped_at_64_kib() {
-        let options = |limit| StoreOptions {
-            custom_status_limit: limit,
-            ..StoreOptions::default()
-        };
+        let options = |limit| StoreOptions::default().custom_status_limit(limit);
         assert_eq!(StoreOptions::default().custom_status_limit, 16_384);
         assert!(options(65_536).validate().is_ok());
         let err = options(65_537).validate().unwrap_err().to_string();
@@ -446,31 +482,41 @@ mod tests {
 
     #[test]
     fn environment_prefers_azure_web_jobs_storage() {
-        // The only test that touches these variables.
+        // A lookup of our own: no test touches the process environment.
         let [first, second] = CONNECTION_STRING_VARIABLES;
-        std::env::remove_var(first);
-        std::env::remove_var(second);
-        assert_eq!(StorageConfig::from_env().unwrap(), None);
-
-        std::env::set_var(second, format!("AccountName=second;AccountKey={KEY}"));
+        let with = |pairs: &[(&str, &str)]| {
+            let pairs: Vec<(String, String)> = pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect();
+            StorageConfig::from_variables(move |name| {
+                pairs
+                    .iter()
+                    .find(|(k, _)| k == name)
+                    .map(|(_, v)| v.clone())
+            })
+        };
+        assert_eq!(with(&[]).unwrap(), None);
+        assert_eq!(with(&[(first, "  ")]).unwrap(), None, "blank is unset");
+        let second_only = format!("AccountName=second;AccountKey={KEY}");
         assert_eq!(
-            StorageConfig::from_env().unwrap().unwrap().account,
+            with(&[(second, &second_only)]).unwrap().unwrap().account,
             "second"
         );
-
-        std::env::set_var(first, "UseDevelopmentStorage=true");
         assert_eq!(
-            StorageConfig::from_env().unwrap().unwrap().account,
+            with(&[
+                (first, "UseDevelopmentStorage=true"),
+                (second, &second_only)
+            ])
+            .unwrap()
+            .unwrap()
+            .account,
             EMULATOR_ACCOUNT
         );
-
-        std::env::set_var(first, "AccountName=x");
-        let err = StorageConfig::from_env().unwrap_err().to_string();
+        let err = with(&[(first, "AccountName=x")]).unwrap_err().to_string();
         assert!(
             err.contains("AzureWebJobsStorage"),
             "the error names the variable: {err}"
         );
-        std::env::remove_var(first);
-        std::env::remove_var(second);
     }
 }

@@ -1,22 +1,74 @@
-//! Starts the Azurite table emulator bundled in the repository's `azurite/`
-//! folder, for tests, benchmarks and the demo.
+//! Installs and starts the Azurite table emulator, for tests, benchmarks and
+//! the demo.
+//!
+//! # Where it installs
+//!
+//! The recipe (`package.json`, `package-lock.json` and `table-server.js`
+//! from the repository's `azurite/` folder) is embedded in the binary, so a
+//! program built on one machine needs nothing from that machine's source
+//! tree. On first use it is written to a per-user cache folder and installed
+//! there with `npm ci`:
+//!
+//! 1. `$DURABLE_STATUS_AZURITE_DIR` when set ([`AZURITE_DIR_VARIABLE`]), used
+//!    as is: files it already has are kept, missing ones are written;
+//! 2. else `$XDG_CACHE_HOME/durable-status/azurite-<hash>`;
+//! 3. else `$HOME/.cache/durable-status/azurite-<hash>`,
+//!
+//! where `<hash>` is a short hash of the embedded `package-lock.json`. The
+//! cache is shared by every checkout, build and test binary of the user, and
+//! keyed by the pin: a new pin installs in a folder of its own and never
+//! runs an old install, and binaries of different pins can run side by side.
+//! [`Azurite::install_dir`] tells which folder that is, and
+//! [`Azurite::start_in`] uses a folder of the caller's choice instead.
+//!
+//! Installs need Node.js 18 or later and npm on `PATH`, and the npm registry
+//! (or npm's own cache) on first use. Concurrent callers (test binaries run
+//! in parallel) take turns with an OS file lock in the folder, which the
+//! kernel releases when its holder dies. An install counts only once npm has
+//! finished it, and only for the `package-lock.json` it was made from: a
+//! folder whose lock file changes is installed again.
+//!
+//! # Its lifetime
 //!
 //! The emulator runs on a free loopback port, in memory, and exits when the
 //! [`Azurite`] value is dropped or the process that started it ends in any
 //! way (it watches its standard input, which only this process holds).
 
+use std::ffi::OsStr;
 use std::io::{BufRead, BufReader, Read};
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use crate::config::StorageConfig;
-use crate::error::{Error, Result};
+use crate::{Error, Result, StorageConfig};
 
-/// The variable that points at another `azurite/` folder.
+/// The environment variable that names the folder to install Azurite in,
+/// instead of the per-user cache folder. The folder is used as is: files of
+/// the recipe that it already holds are kept (a caller may pin another
+/// Azurite there), missing ones are written.
 pub const AZURITE_DIR_VARIABLE: &str = "DURABLE_STATUS_AZURITE_DIR";
+
+/// The install recipe, embedded at build time: (file name, contents).
+const RECIPE: [(&str, &str); 3] = [
+    ("package.json", include_str!("../azurite/package.json")),
+    (LOCK_FILE, PINNED_LOCK),
+    (SERVER_SCRIPT, include_str!("../azurite/table-server.js")),
+];
+const LOCK_FILE: &str = "package-lock.json";
+/// The embedded `package-lock.json`: the pin, whose hash names the cache folder.
+const PINNED_LOCK: &str = include_str!("../azurite/package-lock.json");
+/// Runs Azurite's services in one Node.js process; flags choose them.
+const SERVER_SCRIPT: &str = "table-server.js";
+/// Written into `node_modules` once `npm ci` has succeeded: the hash of the
+/// `package-lock.json` it installed.
+const INSTALL_STAMP: &str = "node_modules/.durable-status-install";
+/// The subfolder of the user's cache folder.
+const CACHE_SUBDIR: &str = "durable-status";
+/// What an install needs, said in every error about running node or npm.
+const NODE_REQUIREMENT: &str = "Node.js 18 or later and npm on PATH";
 
 const READY_LINE: &str = "successfully started";
 const START_TIMEOUT: Duration = Duration::from_secs(30);
@@ -33,22 +85,46 @@ pub struct Azurite {
 }
 
 impl Azurite {
-    /// The `azurite/` folder of this source tree, or the one named by
-    /// `DURABLE_STATUS_AZURITE_DIR`.
-    pub fn bundled_dir() -> PathBuf {
-        std::env::var_os(AZURITE_DIR_VARIABLE)
-            .map(PathBuf::from)
-            .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("azurite"))
+    /// The folder [`Azurite::start`] installs in: `$DURABLE_STATUS_AZURITE_DIR`,
+    /// else `$XDG_CACHE_HOME/durable-status/azurite-<hash>`, else
+    /// `$HOME/.cache/durable-status/azurite-<hash>` (`<hash>`: a short hash of
+    /// the pinned `package-lock.json`). Empty variables count as unset, and
+    /// so do relative `XDG_CACHE_HOME` and `HOME`.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Emulator`] when none of the three variables is usable.
+    pub fn install_dir() -> Result<PathBuf> {
+        install_location().map(|(dir, _)| dir)
     }
 
-    /// Installs (when missing) and starts the bundled emulator.
-    pub fn start_bundled() -> Result<Self> {
-        Self::start(&Self::bundled_dir())
+    /// Writes the pinned recipe to [`Azurite::install_dir`] (files missing or
+    /// different there; under `$DURABLE_STATUS_AZURITE_DIR` only missing
+    /// ones), installs it with `npm ci` unless it is installed (saying so on
+    /// stderr), then starts the emulator on a free loopback port.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Emulator`] when no folder can be chosen or written, npm or
+    /// node cannot run or fail, or the emulator does not get ready in time.
+    pub fn start() -> Result<Self> {
+        let (dir, existing) = install_location()?;
+        Self::prepare_and_start(&dir, existing)
     }
 
-    /// Installs the pinned Azurite in `dir` when missing (with `npm ci`,
-    /// saying so on stderr), then starts it on a free loopback port.
-    pub fn start(dir: &Path) -> Result<Self> {
+    /// Like [`Azurite::start`], in the caller's folder `dir` (created when
+    /// missing). Files of the recipe that `dir` already holds are kept, so a
+    /// caller may pin another Azurite there; missing ones are written.
+    ///
+    /// # Errors
+    ///
+    /// As for [`Azurite::start`].
+    pub fn start_in(dir: &Path) -> Result<Self> {
+        Self::prepare_and_start(dir, Existing::Keep)
+    }
+
+    fn prepare_and_start(dir: &Path, existing: Existing) -> Result<Self> {
+        write_recipe(dir, existing)?;
         install_if_missing(dir)?;
         let mut last_error = None;
         for _ in 0..PORT_ATTEMPTS {
@@ -64,23 +140,17 @@ impl Azurite {
     }
 
     fn start_on(dir: &Path, port: u16) -> Result<Self> {
-        let script = dir.join("table-server.js");
+        let script = dir.join(SERVER_SCRIPT);
         let mut child = Command::new("node")
             .arg(&script)
-            .args([
-                "--host",
-                "127.0.0.1",
-                "--port",
-                &port.to_string(),
-                "--exit-with-stdin",
-            ])
+            .args(server_args(port))
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
             .map_err(|e| {
                 Error::Emulator(format!(
-                    "cannot run `node {}`: {e} (Node.js 18 or later must be on PATH)",
+                    "cannot run `node {}`: {e} (it needs {NODE_REQUIREMENT})",
                     script.display()
                 ))
             })?;
@@ -139,13 +209,15 @@ impl Azurite {
                     .recv_timeout(Duration::from_secs(2))
                     .unwrap_or_default();
                 return Err(Error::Emulator(format!(
-                    "Azurite exited ({status}) before it was ready on port {port}: {}",
+                    "Azurite in {} exited ({status}) before it was ready on port {port}: {}",
+                    dir.display(),
                     stderr.trim()
                 )));
             }
             if Instant::now() > deadline {
                 return Err(Error::Emulator(format!(
-                    "Azurite did not get ready on port {port} within {START_TIMEOUT:?}"
+                    "Azurite in {} did not get ready on port {port} within {START_TIMEOUT:?}",
+                    dir.display()
                 )));
             }
         }
@@ -190,6 +262,20 @@ impl Drop for Azurite {
     }
 }
 
+/// The flags of the server script: which services, where, and that it exits
+/// with its standard input. (Another service would add its own flags here.)
+fn server_args(table_port: u16) -> Vec<String> {
+    [
+        "--host",
+        "127.0.0.1",
+        "--port",
+        &table_port.to_string(),
+        "--exit-with-stdin",
+    ]
+    .map(String::from)
+    .to_vec()
+}
+
 fn free_port() -> Result<u16> {
     let listener = TcpListener::bind("127.0.0.1:0")
         .map_err(|e| Error::Emulator(format!("cannot bind a loopback port: {e}")))?;
@@ -199,23 +285,153 @@ fn free_port() -> Result<u16> {
         .map_err(|e| Error::Emulator(e.to_string()))
 }
 
-/// Azurite's entry point is there, and npm finished the install (it writes
-/// its hidden lockfile last): an interrupted install does not count.
+/// What to do with a file of the recipe that the folder holds with other
+/// contents than the embedded one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Existing {
+    /// Rewrite it: the folder is ours (the version-keyed cache folder).
+    Replace,
+    /// Keep it: the folder is the caller's.
+    Keep,
+}
+
+/// The install folder from the environment, and how to treat its files.
+fn install_location() -> Result<(PathBuf, Existing)> {
+    choose_install_dir(
+        std::env::var_os(AZURITE_DIR_VARIABLE).as_deref(),
+        std::env::var_os("XDG_CACHE_HOME").as_deref(),
+        std::env::var_os("HOME").as_deref(),
+    )
+}
+
+/// The install folder given the values of `DURABLE_STATUS_AZURITE_DIR`,
+/// `XDG_CACHE_HOME` and `HOME`.
+fn choose_install_dir(
+    azurite_dir: Option<&OsStr>,
+    xdg_cache_home: Option<&OsStr>,
+    home: Option<&OsStr>,
+) -> Result<(PathBuf, Existing)> {
+    if let Some(dir) = azurite_dir.filter(|v| !v.is_empty()) {
+        return Ok((PathBuf::from(dir), Existing::Keep));
+    }
+    // The XDG spec: an empty or relative XDG_CACHE_HOME is to be ignored.
+    let absolute = |v: &&OsStr| Path::new(v).is_absolute();
+    let cache = match (xdg_cache_home.filter(absolute), home.filter(absolute)) {
+        (Some(xdg), _) => PathBuf::from(xdg),
+        (None, Some(home)) => Path::new(home).join(".cache"),
+        (None, None) => {
+            return Err(Error::Emulator(format!(
+                "cannot choose a folder to install Azurite in: none of \
+                 {AZURITE_DIR_VARIABLE}, XDG_CACHE_HOME (absolute) or HOME (absolute) is set; \
+                 set {AZURITE_DIR_VARIABLE} to a writable folder"
+            )))
+        }
+    };
+    Ok((
+        cache.join(CACHE_SUBDIR).join(versioned_name()),
+        Existing::Replace,
+    ))
+}
+
+/// `azurite-<hash>`: the cache folder's name for the embedded pin.
+fn versioned_name() -> String {
+    format!("azurite-{}", short_hash(PINNED_LOCK.as_bytes()))
+}
+
+/// 12 hex digits of the 64-bit FNV-1a hash: stable across Rust versions and
+/// platforms, unlike `std`'s hashers.
+fn short_hash(bytes: &[u8]) -> String {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for &b in bytes {
+        hash ^= u64::from(b);
+        hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    format!("{hash:016x}")[..12].to_string()
+}
+
+/// Writes the embedded recipe into `dir` (created when missing): files that
+/// are missing, and with [`Existing::Replace`] files that differ. Each is
+/// written to a temporary name and renamed, so a concurrent reader sees the
+/// old file or the new one, never a part. Returns the names written.
+fn write_recipe(dir: &Path, existing: Existing) -> Result<Vec<&'static str>> {
+    std::fs::create_dir_all(dir).map_err(|e| {
+        Error::Emulator(format!(
+            "cannot create the Azurite folder {}: {e} (use a writable folder: \
+             {AZURITE_DIR_VARIABLE} names one)",
+            dir.display()
+        ))
+    })?;
+    let mut written = Vec::new();
+    for (name, contents) in RECIPE {
+        let path = dir.join(name);
+        let write = match std::fs::read(&path) {
+            Ok(current) => current != contents.as_bytes() && existing == Existing::Replace,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => true,
+            Err(e) => {
+                return Err(Error::Emulator(format!(
+                    "cannot read {}: {e} (remove it, or set {AZURITE_DIR_VARIABLE} to another \
+                     folder)",
+                    path.display()
+                )))
+            }
+        };
+        if write {
+            write_atomically(&path, contents.as_bytes())?;
+            written.push(name);
+        }
+    }
+    Ok(written)
+}
+
+/// Writes `path` through a temporary file beside it and a rename.
+fn write_atomically(path: &Path, contents: &[u8]) -> Result<()> {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let temp = path.with_file_name(format!(
+        ".{name}.{}.{}.tmp",
+        std::process::id(),
+        COUNTER.fetch_add(1, Ordering::Relaxed)
+    ));
+    let result = std::fs::write(&temp, contents).and_then(|()| std::fs::rename(&temp, path));
+    result.map_err(|e| {
+        let _ = std::fs::remove_file(&temp);
+        Error::Emulator(format!(
+            "cannot write {}: {e} (use a writable folder: {AZURITE_DIR_VARIABLE} names one)",
+            path.display()
+        ))
+    })
+}
+
+/// Azurite's entry point is there, npm finished the install (it writes its
+/// hidden lockfile last: an interrupted install does not count), and the
+/// install is of the folder's current `package-lock.json` (our stamp, written
+/// after `npm ci` succeeded, holds its hash).
 fn installed(dir: &Path) -> bool {
     dir.join("node_modules/azurite/dist/src/table/main.js")
         .is_file()
         && dir.join("node_modules/.package-lock.json").is_file()
+        && match (
+            std::fs::read(dir.join(LOCK_FILE)),
+            std::fs::read_to_string(dir.join(INSTALL_STAMP)),
+        ) {
+            (Ok(lock), Ok(stamp)) => stamp.trim() == short_hash(&lock),
+            _ => false,
+        }
 }
 
-/// Runs `npm ci` in `dir` unless Azurite is there; concurrent callers (test
-/// binaries run in parallel) wait for the one that holds the lock.
+/// Runs `npm ci` in `dir` unless Azurite is installed there; concurrent
+/// callers (test binaries run in parallel) wait for the one that holds the
+/// lock.
 fn install_if_missing(dir: &Path) -> Result<()> {
     if installed(dir) {
         return Ok(());
     }
-    if !dir.join("package-lock.json").is_file() {
+    if !dir.join(LOCK_FILE).is_file() {
         return Err(Error::Emulator(format!(
-            "{} holds no package-lock.json to install Azurite from",
+            "{} holds no {LOCK_FILE} to install Azurite from",
             dir.display()
         )));
     }
@@ -263,9 +479,11 @@ impl InstallLock {
             if done() {
                 return Ok(None);
             }
-            if Instant::now() > deadline {
+            if Instant::now() >= deadline {
                 return Err(Error::Emulator(format!(
-                    "waited {timeout:?} for another install of Azurite (it holds {})",
+                    "waited {timeout:?} for another install of Azurite in {}: a process \
+                     still holds {} (a stuck `npm ci`?)",
+                    dir.display(),
                     path.display()
                 )));
             }
@@ -278,6 +496,15 @@ fn run_npm_ci(dir: &Path) -> Result<()> {
     if installed(dir) {
         return Ok(());
     }
+    // The lock file this install is of, read before npm reads it: if it
+    // changes meanwhile, the stamp will not match it and a later start
+    // installs again.
+    let lock = std::fs::read(dir.join(LOCK_FILE)).map_err(|e| {
+        Error::Emulator(format!(
+            "cannot read {}: {e}",
+            dir.join(LOCK_FILE).display()
+        ))
+    })?;
     eprintln!(
         "Installing the pinned Azurite in {} (npm ci)...",
         dir.display()
@@ -291,7 +518,8 @@ fn run_npm_ci(dir: &Path) -> Result<()> {
         .spawn()
         .map_err(|e| {
             Error::Emulator(format!(
-                "cannot run npm: {e} (Node.js and npm must be on PATH)"
+                "cannot run `npm ci` to install Azurite in {}: {e} (it needs {NODE_REQUIREMENT})",
+                dir.display()
             ))
         })?;
     let mut stderr = child.stderr.take().expect("stderr is piped");
@@ -312,35 +540,62 @@ fn run_npm_ci(dir: &Path) -> Result<()> {
             let _ = child.kill();
             let _ = child.wait();
             return Err(Error::Emulator(format!(
-                "`npm ci` in {} did not finish within {INSTALL_TIMEOUT:?}",
+                "`npm ci` in {} did not finish within {INSTALL_TIMEOUT:?} \
+                 (is the npm registry reachable?)",
                 dir.display()
             )));
         }
         std::thread::sleep(Duration::from_millis(200));
     };
     let errors = errors.join().unwrap_or_default();
-    if !status.success() || !installed(dir) {
-        let tail: String = errors
-            .lines()
-            .rev()
-            .take(20)
-            .collect::<Vec<_>>()
-            .into_iter()
-            .rev()
-            .collect::<Vec<_>>()
-            .join("\n");
+    let finished = dir
+        .join("node_modules/azurite/dist/src/table/main.js")
+        .is_file()
+        && dir.join("node_modules/.package-lock.json").is_file();
+    if !status.success() || !finished {
         return Err(Error::Emulator(format!(
-            "`npm ci` in {} failed ({status}): {}",
+            "`npm ci` in {} failed ({status}): {} (an install needs {NODE_REQUIREMENT}, and \
+             the npm registry or npm's cache)",
             dir.display(),
-            tail.trim()
+            npm_summary(&errors)
         )));
     }
-    Ok(())
+    write_atomically(&dir.join(INSTALL_STAMP), short_hash(&lock).as_bytes())
+}
+
+/// What npm said went wrong: its error lines without the usage text it
+/// appends, at most 20; else the last 20 lines.
+fn npm_summary(stderr: &str) -> String {
+    const MAX: usize = 20;
+    let errors: Vec<&str> = stderr
+        .lines()
+        .filter_map(|l| {
+            l.strip_prefix("npm error")
+                .or_else(|| l.strip_prefix("npm ERR!"))
+        })
+        .map(str::trim)
+        .take_while(|l| *l != "Usage:")
+        .filter(|l| !l.is_empty())
+        .take(MAX)
+        .collect();
+    if !errors.is_empty() {
+        return errors.join("\n");
+    }
+    let lines: Vec<&str> = stderr.lines().collect();
+    lines[lines.len().saturating_sub(MAX)..]
+        .join("\n")
+        .trim()
+        .to_string()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Names the lock folder for [`hold_install_lock`], run as a child process.
+    const HOLDER_DIR: &str = "DURABLE_STATUS_TEST_LOCK_HOLDER_DIR";
+    /// What the holder prints once it holds the lock.
+    const LOCKED: &str = "install-lock-held";
 
     fn scratch(name: &str) -> PathBuf {
         let dir =
@@ -350,49 +605,233 @@ mod tests {
         dir
     }
 
+    fn os(s: &str) -> Option<&OsStr> {
+        Some(OsStr::new(s))
+    }
+
     #[test]
-    fn a_lock_dies_with_its_holder() {
-        let dir = scratch("dead-holder");
-        // Another process holds the lock, then is killed (as by Ctrl-C).
-        // --no-fork: the killed process is the one holding the lock.
-        let mut holder = Command::new("flock")
-            .arg("--no-fork")
-            .arg(dir.join(".install.lock"))
-            .args(["sleep", "60"])
-            .spawn()
-            .expect("util-linux flock runs");
-        std::thread::sleep(Duration::from_millis(300));
-        assert!(
-            InstallLock::acquire(&dir, Duration::from_millis(300), || false).is_err(),
-            "held"
+    fn the_folder_is_the_variable_then_the_xdg_cache_then_home() {
+        let name = versioned_name();
+        assert!(name.starts_with("azurite-") && name.len() == "azurite-".len() + 12);
+        assert_eq!(
+            choose_install_dir(os("/opt/az"), os("/xdg"), os("/home/u")).unwrap(),
+            (PathBuf::from("/opt/az"), Existing::Keep),
+            "the variable, used as is"
         );
-        holder.kill().unwrap();
-        holder.wait().unwrap();
-        assert!(InstallLock::acquire(&dir, Duration::from_secs(5), || false)
+        assert_eq!(
+            choose_install_dir(os("relative/az"), None, None).unwrap(),
+            (PathBuf::from("relative/az"), Existing::Keep)
+        );
+        assert_eq!(
+            choose_install_dir(None, os("/xdg"), os("/home/u")).unwrap(),
+            (
+                Path::new("/xdg/durable-status").join(&name),
+                Existing::Replace
+            )
+        );
+        for xdg in [None, os(""), os("relative/cache")] {
+            assert_eq!(
+                choose_install_dir(os(""), xdg, os("/home/u")).unwrap(),
+                (
+                    Path::new("/home/u/.cache/durable-status").join(&name),
+                    Existing::Replace
+                ),
+                "XDG_CACHE_HOME {xdg:?} is ignored"
+            );
+        }
+        for home in [None, os(""), os("relative")] {
+            let err = choose_install_dir(None, None, home)
+                .unwrap_err()
+                .to_string();
+            assert!(
+                err.contains(AZURITE_DIR_VARIABLE) && err.contains("HOME"),
+                "{err}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_hash_is_stable() {
+        // FNV-1a 64 test vectors: the folder name must not change with Rust.
+        assert_eq!(short_hash(b""), "cbf29ce48422");
+        assert_eq!(short_hash(b"a"), "af63dc4c8601");
+    }
+
+    #[test]
+    fn the_recipe_is_written_once_and_rewritten_when_changed() {
+        let dir = scratch("recipe").join("new/folder");
+        let all = ["package.json", LOCK_FILE, SERVER_SCRIPT];
+        assert_eq!(write_recipe(&dir, Existing::Replace).unwrap(), all);
+        for (name, contents) in RECIPE {
+            assert_eq!(std::fs::read_to_string(dir.join(name)).unwrap(), contents);
+        }
+        assert!(write_recipe(&dir, Existing::Replace).unwrap().is_empty());
+
+        std::fs::write(dir.join(SERVER_SCRIPT), "changed").unwrap();
+        std::fs::remove_file(dir.join("package.json")).unwrap();
+        assert_eq!(
+            write_recipe(&dir, Existing::Replace).unwrap(),
+            ["package.json", SERVER_SCRIPT]
+        );
+        assert_eq!(
+            std::fs::read_to_string(dir.join(SERVER_SCRIPT)).unwrap(),
+            RECIPE[2].1
+        );
+        assert!(write_recipe(&dir, Existing::Replace).unwrap().is_empty());
+
+        // A caller's folder keeps its own files; missing ones are written.
+        std::fs::write(dir.join(LOCK_FILE), "their own pin").unwrap();
+        std::fs::remove_file(dir.join(SERVER_SCRIPT)).unwrap();
+        assert_eq!(write_recipe(&dir, Existing::Keep).unwrap(), [SERVER_SCRIPT]);
+        assert_eq!(
+            std::fs::read_to_string(dir.join(LOCK_FILE)).unwrap(),
+            "their own pin"
+        );
+        assert!(write_recipe(&dir, Existing::Keep).unwrap().is_empty());
+
+        let mut names: Vec<String> = std::fs::read_dir(&dir)
             .unwrap()
-            .is_some());
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        assert_eq!(names, ["package-lock.json", "package.json", SERVER_SCRIPT]);
+        let _ = std::fs::remove_dir_all(dir.parent().unwrap().parent().unwrap());
+    }
+
+    #[test]
+    fn an_unwritable_folder_is_a_clear_error() {
+        let dir = scratch("unwritable");
+        let file = dir.join("a-file");
+        std::fs::write(&file, "").unwrap();
+        let err = write_recipe(&file, Existing::Replace)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains(&file.display().to_string()) && err.contains(AZURITE_DIR_VARIABLE),
+            "{err}"
+        );
         let _ = std::fs::remove_dir_all(dir);
     }
 
     #[test]
-    fn a_live_lock_is_waited_for() {
-        let dir = scratch("live-lock");
-        let held = InstallLock::acquire(&dir, Duration::from_secs(1), || false)
-            .unwrap()
-            .unwrap();
-        let started = Instant::now();
-        let err = InstallLock::acquire(&dir, Duration::from_millis(500), || false)
-            .err()
-            .expect("times out");
-        assert!(err.to_string().contains("waited"), "{err}");
-        assert!(started.elapsed() >= Duration::from_millis(500));
-        // Someone else finishing the install ends the wait.
-        assert!(InstallLock::acquire(&dir, Duration::from_secs(5), || true)
-            .unwrap()
-            .is_none());
-        drop(held);
+    fn an_interrupted_install_does_not_count() {
+        let dir = scratch("partial");
+        std::fs::write(dir.join(LOCK_FILE), "pin one").unwrap();
+        let main = dir.join("node_modules/azurite/dist/src/table");
+        std::fs::create_dir_all(&main).unwrap();
+        std::fs::write(main.join("main.js"), "").unwrap();
+        assert!(!installed(&dir), "npm did not finish");
+        std::fs::write(dir.join("node_modules/.package-lock.json"), "{}").unwrap();
+        assert!(!installed(&dir), "npm finished, but not one we ran");
+        std::fs::write(dir.join(INSTALL_STAMP), short_hash(b"pin one")).unwrap();
+        assert!(installed(&dir));
+        // Another pin in the folder: its install is still to do.
+        std::fs::write(dir.join(LOCK_FILE), "pin two").unwrap();
+        assert!(!installed(&dir));
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[test]
+    fn npm_errors_are_kept_without_the_usage_text() {
+        let stderr = "npm warn Unknown user config \"nodedir\".\n\
+                      npm error code EUSAGE\n\
+                      npm error\n\
+                      npm error The `npm ci` command can only install with an existing package-lock.json\n\
+                      npm error\n\
+                      npm error Usage:\n\
+                      npm error npm ci\n\
+                      npm error   --install-strategy\n";
+        assert_eq!(
+            npm_summary(stderr),
+            "code EUSAGE\nThe `npm ci` command can only install with an existing package-lock.json"
+        );
+        let other: String = (1..=30).map(|i| format!("line {i}\n")).collect();
+        let summary = npm_summary(&other);
         assert!(
-            InstallLock::acquire(&dir, Duration::from_secs(1), || false)
+            summary.starts_with("line 11\n") && summary.ends_with("line 30"),
+            "{summary}"
+        );
+    }
+
+    /// Run by `a_lock_dies_with_its_holder` in a child process: takes the
+    /// lock in the folder named by `HOLDER_DIR`, says so, and holds it until
+    /// killed (or until its standard input closes).
+    #[test]
+    #[ignore = "a helper that a_lock_dies_with_its_holder runs in a child process"]
+    fn hold_install_lock() {
+        let Some(dir) = std::env::var_os(HOLDER_DIR) else {
+            return; // not run as the child process
+        };
+        let lock = InstallLock::acquire(Path::new(&dir), Duration::from_secs(60), || false)
+            .expect("the lock")
+            .expect("not done");
+        {
+            use std::io::Write;
+            let mut out = std::io::stdout().lock();
+            writeln!(out, "{LOCKED}").unwrap();
+            out.flush().unwrap();
+        }
+        let mut line = String::new();
+        let _ = std::io::stdin().read_line(&mut line);
+        drop(lock);
+    }
+
+    #[test]
+    fn a_lock_dies_with_its_holder() {
+        let dir = scratch("dead-holder");
+        // Another process takes the lock, then is killed (as by Ctrl-C).
+        let module = module_path!();
+        let helper = format!(
+            "{}::hold_install_lock",
+            module.split_once("::").map_or(module, |(_, rest)| rest)
+        );
+        let mut holder = Command::new(std::env::current_exe().unwrap())
+            .args(["--exact", &helper, "--ignored", "--nocapture"])
+            .env(HOLDER_DIR, &dir)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stdout = holder.stdout.take().unwrap();
+        let (lines_tx, lines_rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(|l| l.ok()) {
+                if lines_tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        // Only a guard against a child that never says it holds the lock.
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let mut seen = Vec::new();
+        let locked = loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match lines_rx.recv_timeout(left) {
+                Ok(line) if line.contains(LOCKED) => break true,
+                Ok(line) => seen.push(line),
+                Err(_) => break false,
+            }
+        };
+        if !locked {
+            let _ = holder.kill();
+            let output = holder.wait_with_output().unwrap();
+            panic!(
+                "the holder did not take the lock: {seen:?}\n{}",
+                String::from_utf8_lossy(&output.stderr)
+            );
+        }
+        let err = InstallLock::acquire(&dir, Duration::ZERO, || false)
+            .err()
+            .expect("the child holds the lock");
+        assert!(err.to_string().contains("waited"), "{err}");
+
+        holder.kill().unwrap();
+        holder.wait().unwrap();
+        // Its lock went with it: taken at the first try (the long timeout is
+        // only a guard).
+        assert!(
+            InstallLock::acquire(&dir, Duration::from_secs(60), || false)
                 .unwrap()
                 .is_some(),
             "released"
@@ -401,14 +840,29 @@ mod tests {
     }
 
     #[test]
-    fn an_interrupted_install_does_not_count() {
-        let dir = scratch("partial");
-        let main = dir.join("node_modules/azurite/dist/src/table");
-        std::fs::create_dir_all(&main).unwrap();
-        std::fs::write(main.join("main.js"), "").unwrap();
-        assert!(!installed(&dir), "npm did not finish");
-        std::fs::write(dir.join("node_modules/.package-lock.json"), "{}").unwrap();
-        assert!(installed(&dir));
+    fn a_live_lock_is_waited_for() {
+        let dir = scratch("live-lock");
+        let held = InstallLock::acquire(&dir, Duration::from_secs(60), || false)
+            .unwrap()
+            .unwrap();
+        let started = Instant::now();
+        let err = InstallLock::acquire(&dir, Duration::from_millis(500), || false)
+            .err()
+            .expect("times out");
+        assert!(err.to_string().contains("waited"), "{err}");
+        // It gave up no sooner than told to.
+        assert!(started.elapsed() >= Duration::from_millis(500));
+        // Someone else finishing the install ends the wait.
+        assert!(InstallLock::acquire(&dir, Duration::from_secs(60), || true)
+            .unwrap()
+            .is_none());
+        drop(held);
+        assert!(
+            InstallLock::acquire(&dir, Duration::from_secs(60), || false)
+                .unwrap()
+                .is_some(),
+            "released"
+        );
         let _ = std::fs::remove_dir_all(dir);
     }
 }

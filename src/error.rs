@@ -2,14 +2,22 @@
 
 use std::fmt;
 
+use crate::model::RuntimeStatus;
+use crate::store::PurgeProgress;
+
+/// The cause of a transport error: boxed, so that the client crate's types
+/// stay private. It never holds a URL's query string (where a SAS would be).
+pub type Cause = Box<dyn std::error::Error + Send + Sync + 'static>;
+
 /// What went wrong, in terms a caller can act on.
 ///
-/// Every storage error is mapped into this type in one place (the storage
-/// client module), so callers never see the Azure client crate's errors.
+/// Every storage error is mapped into this type in one place (the table
+/// module), so callers never see the Azure client crate's errors. One kind of
+/// problem is one variant; causes are kept ([`std::error::Error::source`]).
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
-    /// An argument is malformed. Nothing was sent.
+    /// An argument is malformed or out of its range. Nothing was sent.
     #[error("invalid {field}: {reason}")]
     Invalid {
         /// The argument, as a user would name it (`instance id`, `task hub`, ...).
@@ -42,22 +50,31 @@ pub enum Error {
         instance_id: String,
     },
 
+    /// The task hub's table does not exist (a store opened without creating
+    /// it, or a table deleted since).
+    #[error("table '{table}' does not exist (connect to the task hub to create it)")]
+    TableNotFound {
+        /// The table's name.
+        table: String,
+    },
+
     /// An instance with this id exists already (and may not be overwritten).
     #[error("instance '{instance_id}' already exists{}", existing_status_suffix(.status))]
     AlreadyExists {
         /// The instance id.
         instance_id: String,
         /// The runtime status of the existing instance, when it was read.
-        status: Option<crate::RuntimeStatus>,
+        status: Option<RuntimeStatus>,
     },
 
     /// The instance is terminal already; the change asked for does not apply.
+    /// Nothing was written.
     #[error("instance '{instance_id}' is already {status}")]
     Terminal {
         /// The instance id.
         instance_id: String,
         /// Its terminal status.
-        status: crate::RuntimeStatus,
+        status: RuntimeStatus,
     },
 
     /// The instance is not terminal, and the operation needs it to be.
@@ -68,14 +85,28 @@ pub enum Error {
         /// The instance id.
         instance_id: String,
         /// Its current status.
-        status: crate::RuntimeStatus,
+        status: RuntimeStatus,
     },
 
-    /// A conditional write lost: the instance changed since its ETag was read.
+    /// A conditional write lost: the instance changed since its ETag was
+    /// read. Nothing was written.
     #[error("instance '{instance_id}' was changed by another writer (ETag mismatch)")]
     Conflict {
         /// The instance id.
         instance_id: String,
+    },
+
+    /// A write was sent, its answer was lost, and the store cannot tell
+    /// whether it was applied: another writer changed the row meanwhile, or
+    /// every retry failed. Read the instance before deciding to write again;
+    /// retrying blindly could apply the change twice.
+    #[error("the outcome of the write to instance '{instance_id}' is unknown: its answer was lost, and it may or may not have been applied")]
+    OutcomeUnknown {
+        /// The instance id.
+        instance_id: String,
+        /// What happened to the last attempt.
+        #[source]
+        source: Box<Error>,
     },
 
     /// A stored row could not be decoded.
@@ -94,24 +125,45 @@ pub enum Error {
         status: u16,
         /// The service's `x-ms-error-code`, when it sent one.
         code: Option<String>,
-        /// What the service or the client said.
+        /// What the service said.
         message: String,
     },
 
-    /// The storage service could not be reached, or its answer was unreadable.
-    #[error("storage transport error: {0}")]
-    Transport(String),
+    /// The storage service could not be reached, or its answer was lost or
+    /// unreadable.
+    #[error("storage transport error: {message}")]
+    Transport {
+        /// What failed, naming the endpoint.
+        message: String,
+        /// What kind of failure it was.
+        kind: TransportKind,
+        /// The underlying error, when there is one.
+        #[source]
+        source: Option<Cause>,
+    },
 
     /// The local emulator could not be installed or started.
     #[error("storage emulator: {0}")]
     Emulator(String),
 
-    /// A wait ran out of time.
+    /// A wait ran out of time. Not transient: the instance simply did not
+    /// get there in time.
     #[error("timed out after {0:?}")]
     Timeout(std::time::Duration),
+
+    /// A purge by filter stopped before the end. Running it again finishes
+    /// the job.
+    #[error("purge stopped after deleting {} instances ({} skipped); running it again finishes the job", .progress.deleted, .progress.skipped)]
+    PurgeInterrupted {
+        /// What was done before it stopped.
+        progress: PurgeProgress,
+        /// What stopped it.
+        #[source]
+        source: Box<Error>,
+    },
 }
 
-fn existing_status_suffix(status: &Option<crate::RuntimeStatus>) -> String {
+fn existing_status_suffix(status: &Option<RuntimeStatus>) -> String {
     match status {
         Some(status) => format!(" with runtime status {status}"),
         None => String::new(),
@@ -138,12 +190,14 @@ fn code_suffix(code: &Option<String>) -> String {
 }
 
 impl Error {
-    /// Whether retrying the same call later may succeed: throttling, timeouts,
-    /// server errors and transport failures.
+    /// Whether retrying the same call later may succeed: throttling, server
+    /// errors and transport failures. Not a wait that timed out, and not an
+    /// unknown outcome (a blind retry could apply a change twice).
     pub fn is_transient(&self) -> bool {
         match self {
             Error::Storage { status, .. } => matches!(status, 408 | 429 | 500 | 502 | 503 | 504),
-            Error::Transport(_) | Error::Timeout(_) => true,
+            Error::Transport { .. } => true,
+            Error::PurgeInterrupted { source, .. } => source.is_transient(),
             _ => false,
         }
     }
@@ -159,6 +213,41 @@ impl Error {
             reason: reason.into(),
         }
     }
+
+    pub(crate) fn not_found(instance_id: &str) -> Self {
+        Error::NotFound {
+            instance_id: instance_id.to_owned(),
+        }
+    }
+
+    pub(crate) fn conflict(instance_id: &str) -> Self {
+        Error::Conflict {
+            instance_id: instance_id.to_owned(),
+        }
+    }
+
+    pub(crate) fn transport(message: impl Into<String>) -> Self {
+        Error::Transport {
+            message: message.into(),
+            kind: TransportKind::Other,
+            source: None,
+        }
+    }
+}
+
+/// What kind of transport failure an [`Error::Transport`] is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum TransportKind {
+    /// No connection could be made: nothing was sent.
+    Connect,
+    /// No answer came in time: the request may have been applied.
+    Timeout,
+    /// The connection broke before the answer came: the request may have
+    /// been applied.
+    Interrupted,
+    /// The answer could not be read, or the request not built.
+    Other,
 }
 
 /// What the numbers of a [`Error::TooLarge`] count.
@@ -191,3 +280,42 @@ impl fmt::Display for SizeUnit {
 
 /// The crate's result type.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::error::Error as _;
+
+    #[test]
+    fn a_wait_deadline_and_an_unknown_outcome_are_not_transient() {
+        assert!(!Error::Timeout(std::time::Duration::from_secs(1)).is_transient());
+        let busy = Error::Storage {
+            status: 503,
+            code: Some("ServerBusy".into()),
+            message: "busy".into(),
+        };
+        assert!(busy.is_transient());
+        let unknown = Error::OutcomeUnknown {
+            instance_id: "a".into(),
+            source: Box::new(busy),
+        };
+        assert!(!unknown.is_transient());
+        assert!(unknown.source().is_some(), "the cause is kept");
+    }
+
+    #[test]
+    fn transport_errors_keep_their_cause() {
+        let io = std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "refused");
+        let error = Error::Transport {
+            message: "cannot connect to http://127.0.0.1:1".into(),
+            kind: TransportKind::Connect,
+            source: Some(Box::new(io)),
+        };
+        assert!(error.is_transient());
+        let cause = error.source().expect("a source");
+        assert_eq!(
+            cause.downcast_ref::<std::io::Error>().map(|e| e.kind()),
+            Some(std::io::ErrorKind::ConnectionRefused)
+        );
+    }
+}

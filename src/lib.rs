@@ -2,28 +2,29 @@
 #![deny(missing_docs)]
 
 pub mod config;
+#[cfg(feature = "emulator")]
 pub mod emulator;
 mod error;
+pub mod format;
 #[cfg(feature = "http")]
 pub mod http;
 mod model;
-mod purge;
-mod query;
-mod storage_client;
 mod store;
-mod wait;
-pub mod wire;
+mod table;
 
 pub use config::{Credentials, Secret, StorageConfig, StoreOptions};
-pub use error::{Error, Result, SizeUnit};
+pub use error::{Cause, Error, Result, SizeUnit, TransportKind};
+pub use format::entity::StateChange;
+pub use format::limits::{
+    utf16_bytes, utf16_units, DEFAULT_CUSTOM_STATUS_LIMIT, MAX_CUSTOM_STATUS_LIMIT,
+};
+pub use format::status_object::StatusPayload;
 pub use model::{
-    utf16_bytes, utf16_units, CustomStatus, ETag, InstanceStatus, JsonText, RuntimeStatus, Tags,
-    WriteCondition, DEFAULT_CUSTOM_STATUS_LIMIT, MAX_CUSTOM_STATUS_LIMIT,
+    CustomStatus, ETag, InstanceStatus, JsonText, RuntimeStatus, Tags, WriteCondition,
+    MAX_JSON_DEPTH,
 };
-pub use purge::{
-    PurgeFilter, PurgeInterrupted, PurgeProgress, DEFAULT_PURGE_CONCURRENCY, MAX_PURGE_CONCURRENCY,
+pub use store::{
+    Created, CustomStatusUpdate, InstancePage, InstanceQuery, InstanceStore, NewInstance,
+    PurgeFilter, PurgeProgress, ReadOptions, StatusCounts, DEFAULT_PAGE_SIZE,
+    DEFAULT_PURGE_CONCURRENCY, MAX_PAGE_SIZE, MAX_PURGE_CONCURRENCY, MIN_POLL_INTERVAL,
 };
-pub use query::{InstancePage, InstanceQuery, StatusCounts, DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE};
-pub use store::{InstanceStore, NewInstance, ReadOptions};
-pub use wait::{CustomStatusUpdate, MIN_POLL_INTERVAL};
-pub use wire::StateChange;

@@ -7,7 +7,11 @@ use std::str::FromStr;
 use serde::Serialize;
 use time::OffsetDateTime;
 
-use crate::error::{Error, Result, SizeUnit};
+use std::borrow::Cow;
+
+use crate::error::{Error, Result};
+use crate::format::json;
+use crate::format::limits::{self, utf16_bytes};
 
 /// The runtime status of an orchestration instance, with the names and
 /// numeric codes the Durable Task clients use.
@@ -171,28 +175,56 @@ pub enum WriteCondition {
     IfMatch(ETag),
 }
 
-/// Text that is known to be one JSON value (input, output).
+/// Text that is known to be one JSON value (input, output), in its compact
+/// form: what Durable Functions measures and stores.
+///
+/// The compact form has no insignificant whitespace, characters as
+/// themselves rather than `\u` escapes (but for `"`, `\` and control
+/// characters), numbers exactly as written and keys in their order. Text that
+/// could not be read back as the same JSON (a lone surrogate, nesting deeper
+/// than [`MAX_JSON_DEPTH`]) is refused.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct JsonText(String);
+
+/// The deepest nesting of arrays and objects a JSON value may have.
+pub const MAX_JSON_DEPTH: usize = json::MAX_DEPTH;
 
 impl JsonText {
     /// Serializes a value.
     pub fn from_value<T: Serialize + ?Sized>(value: &T) -> Result<Self> {
-        serde_json::to_string(value)
-            .map(JsonText)
-            .map_err(|e| Error::invalid("JSON value", e.to_string()))
+        Self::from_value_as("JSON value", value)
     }
 
-    /// Takes text that must parse as JSON; `field` names it in the error.
+    fn from_value_as<T: Serialize + ?Sized>(field: &'static str, value: &T) -> Result<Self> {
+        let text =
+            serde_json::to_string(value).map_err(|e| Error::invalid(field, e.to_string()))?;
+        // serde_json writes the compact form already; this checks the depth.
+        Self::parse(field, text)
+    }
+
+    /// Takes text that must be one JSON value, and keeps its compact form;
+    /// `field` names it in the error.
     pub fn parse(field: &'static str, text: impl Into<String>) -> Result<Self> {
         let text = text.into();
-        match serde_json::from_str::<serde::de::IgnoredAny>(&text) {
-            Ok(_) => Ok(JsonText(text)),
-            Err(e) => Err(Error::invalid(
+        let compact = match json::compact(&text) {
+            Ok(Cow::Borrowed(_)) => text,
+            Ok(Cow::Owned(compact)) => compact,
+            Err(problem) => {
+                return Err(Error::invalid(
+                    field,
+                    format!("not JSON ({problem}): {}", preview(&text)),
+                ))
+            }
+        };
+        // What is stored must read back as the same value: a number beyond
+        // the range of a double is valid JSON that readers refuse.
+        if let Err(e) = serde_json::from_str::<serde_json::Value>(&compact) {
+            return Err(Error::invalid(
                 field,
-                format!("not JSON ({e}): {}", preview(&text)),
-            )),
+                format!("cannot be read back ({e}): {}", preview(&compact)),
+            ));
         }
+        Ok(JsonText(compact))
     }
 
     /// The JSON text.
@@ -207,34 +239,27 @@ impl JsonText {
 
     /// The parsed value.
     pub fn to_value(&self) -> serde_json::Value {
-        serde_json::from_str(&self.0).expect("JsonText holds valid JSON")
+        serde_json::from_str(&self.0).expect("JsonText holds JSON that serde_json reads")
     }
 }
 
-/// The default custom status limit of Durable Functions: 16 KiB of UTF-16.
-pub const DEFAULT_CUSTOM_STATUS_LIMIT: usize = 16 * 1024;
-
-/// The highest custom status limit a store accepts: Table Storage's 64 KiB
-/// per string property.
-pub const MAX_CUSTOM_STATUS_LIMIT: usize = 64 * 1024;
-
 /// A custom status: one JSON value an orchestration publishes for its clients.
 ///
-/// Its size is counted as Durable Functions counts it, in bytes of the JSON
-/// text encoded as UTF-16 (two bytes per code unit, four for characters
-/// outside the BMP). The store checks it against its limit before sending.
+/// Kept in its compact form (see [`JsonText`]), and measured there as
+/// Durable Functions measures it: in bytes of the JSON text encoded as UTF-16
+/// (two bytes per code unit, four for characters outside the BMP). The store
+/// checks it against its limit before sending.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CustomStatus(JsonText);
 
 impl CustomStatus {
     /// Serializes any value as the custom status.
     pub fn from_value<T: Serialize + ?Sized>(value: &T) -> Result<Self> {
-        serde_json::to_string(value)
-            .map(|text| CustomStatus(JsonText(text)))
-            .map_err(|e| Error::invalid("custom status", e.to_string()))
+        JsonText::from_value_as("custom status", value).map(CustomStatus)
     }
 
-    /// Takes JSON text; text that does not parse as JSON is an error.
+    /// Takes JSON text, in any layout; its compact form is kept. Text that
+    /// does not parse as JSON is an error.
     pub fn from_json(text: impl Into<String>) -> Result<Self> {
         JsonText::parse("custom status", text).map(CustomStatus)
     }
@@ -270,27 +295,8 @@ impl CustomStatus {
 
     /// Checks the size against `limit` bytes of UTF-16.
     pub fn check_size(&self, limit: usize) -> Result<()> {
-        let actual = self.utf16_size();
-        if actual > limit {
-            return Err(Error::TooLarge {
-                field: "custom status",
-                actual,
-                limit,
-                unit: SizeUnit::Utf16Bytes,
-            });
-        }
-        Ok(())
+        limits::check_custom_status(self.as_str(), limit)
     }
-}
-
-/// Bytes of `text` encoded as UTF-16.
-pub fn utf16_bytes(text: &str) -> usize {
-    2 * utf16_units(text)
-}
-
-/// UTF-16 code units of `text`.
-pub fn utf16_units(text: &str) -> usize {
-    text.chars().map(char::len_utf16).sum()
 }
 
 /// A short, single-line preview of a value for error messages.
@@ -349,6 +355,7 @@ pub struct InstanceStatus {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::format::limits::DEFAULT_CUSTOM_STATUS_LIMIT;
 
     #[test]
     fn names_and_codes_match_the_durable_clients() {
@@ -417,13 +424,16 @@ mod tests {
     }
 
     #[test]
-    fn custom_status_keeps_its_text_and_parses() {
-        let status = CustomStatus::from_json(r#"{"progress": 0.5}"#).unwrap();
+    fn custom_status_keeps_its_compact_form_and_parses() {
+        let status =
+            CustomStatus::from_json("{\n  \"progress\": 0.5,\n  \"stage\": \"\\u00e9t\\u00e9\"\n}")
+                .unwrap();
         assert_eq!(
             status.as_str(),
-            r#"{"progress": 0.5}"#,
-            "the caller's text is kept as it is"
+            r#"{"progress":0.5,"stage":"été"}"#,
+            "whitespace and \\u escapes are not part of the value"
         );
+        assert_eq!(status.utf16_size(), 60);
         assert_eq!(status.to_value()["progress"], 0.5);
         #[derive(serde::Deserialize)]
         struct Progress {
@@ -434,6 +444,39 @@ mod tests {
         assert_eq!(
             CustomStatus::from_stored("plain".into()).to_value(),
             "plain"
+        );
+    }
+
+    #[test]
+    fn numbers_are_kept_exactly_as_written() {
+        let text =
+            r#"{"big":123456789012345678901234567890,"exact":0.10000000000000000001,"e":1E+5}"#;
+        assert_eq!(JsonText::parse("input", text).unwrap().as_str(), text);
+        assert_eq!(CustomStatus::from_json(text).unwrap().as_str(), text);
+    }
+
+    #[test]
+    fn values_that_could_not_be_read_back_are_refused() {
+        let deep = format!(
+            "{}{}",
+            "[".repeat(MAX_JSON_DEPTH + 1),
+            "]".repeat(MAX_JSON_DEPTH + 1)
+        );
+        assert!(CustomStatus::from_json(deep).is_err());
+        assert!(
+            JsonText::parse("input", "[1e400]").is_err(),
+            "beyond a double"
+        );
+        let err = CustomStatus::from_json(r#""\ud800""#).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                Error::Invalid {
+                    field: "custom status",
+                    ..
+                }
+            ),
+            "{err}"
         );
     }
 

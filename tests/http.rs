@@ -6,13 +6,13 @@ use std::collections::BTreeSet;
 
 use anyhow::Result;
 use durable_status::http::{HttpApi, BASE_PATH, LEGACY_BASE_PATH};
-use durable_status::{CustomStatus, InstanceStore, JsonText, NewInstance, RuntimeStatus, Secret};
+use durable_status::{CustomStatus, JsonText, NewInstance, RuntimeStatus, Secret};
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 
 struct Server {
     base: String,
-    store: InstanceStore,
+    store: common::TestStore,
     client: reqwest::Client,
 }
 
@@ -689,7 +689,8 @@ async fn keys_are_required_when_configured() -> Result<()> {
 #[tokio::test]
 async fn serving_without_a_key_off_loopback_is_refused() -> Result<()> {
     let listener = tokio::net::TcpListener::bind("0.0.0.0:0").await?;
-    let api = HttpApi::new(common::store().await, vec![]);
+    let store = common::store().await;
+    let api = HttpApi::new(store.clone(), vec![]);
     let err = durable_status::http::serve(listener, api, std::future::pending())
         .await
         .unwrap_err();

@@ -26,7 +26,7 @@ async fn provider_row(store: &InstanceStore, id: &str, status: &str, created: &s
     common::write_raw_row(
         store,
         json!({
-            "PartitionKey": durable_status::wire::escape_key(id),
+            "PartitionKey": durable_status::format::keys::escape_key(id),
             "RowKey": "",
             "Name": "Orch",
             "RuntimeStatus": status,

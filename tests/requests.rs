@@ -5,7 +5,7 @@ mod common;
 
 use anyhow::Result;
 use durable_status::{
-    CustomStatus, JsonText, NewInstance, ReadOptions, StoreOptions, WriteCondition,
+    CustomStatus, JsonText, NewInstance, ReadOptions, StateChange, StoreOptions, WriteCondition,
 };
 use serde_json::json;
 
@@ -19,7 +19,8 @@ async fn every_operation_takes_the_fewest_requests() -> Result<()> {
 
     let etag = store
         .create(NewInstance::new("i", "Orch").input_value(&1)?)
-        .await?;
+        .await?
+        .etag;
     cost("create", 1);
     store.get("i").await?;
     cost("get", 1);
@@ -33,27 +34,33 @@ async fn every_operation_takes_the_fewest_requests() -> Result<()> {
         .await
         .unwrap_err();
     assert!(matches!(err, durable_status::Error::Conflict { .. }));
-    // The merge, and a read to tell a lost race from a retried write of its own.
-    cost("a conditional set that loses", 2);
+    // A plain 412 was certainly not this write: no read to tell.
+    cost("a conditional set that loses", 1);
     store.update_custom_status("i", |_| Ok(None)).await?;
     cost("read-modify-write without contention", 2);
 
+    // Guarded by default: a read of the status, then a merge on its ETag.
     store.start("i").await?;
-    cost("start", 1);
+    cost("start", 2);
     store.suspend("i").await?;
-    cost("suspend", 1);
+    cost("suspend", 2);
     store.resume("i").await?;
-    cost("resume", 1);
+    cost("resume", 2);
     store
         .continue_as_new("i", Some(JsonText::from_value(&2)?))
         .await?;
-    cost("continue as new", 1);
-    store.complete("i", None).await?;
-    cost("complete", 1);
-    store.fail("i", "x").await?;
-    cost("fail", 1);
-    store.terminate("i", "y").await?;
-    cost("terminate", 1);
+    cost("continue as new", 2);
+    let etag = store.complete("i", None).await?;
+    cost("complete", 2);
+    let err = store.fail("i", "x").await.unwrap_err();
+    assert!(matches!(err, durable_status::Error::Terminal { .. }));
+    cost("a state change of a terminal instance (the read only)", 1);
+    let fail = StateChange::Fail { error: "x".into() };
+    store.change_state_if_match("i", &fail, &etag).await?;
+    cost("a state change on the caller's ETag", 1);
+    let terminate = StateChange::Terminate { reason: "y".into() };
+    store.change_state_unchecked("i", &terminate).await?;
+    cost("an unchecked state change", 1);
     store
         .delete_with("i", &WriteCondition::Unconditional)
         .await?;

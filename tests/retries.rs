@@ -50,7 +50,10 @@ async fn a_create_whose_response_was_lost_is_not_already_exists() -> Result<()> 
 #[tokio::test]
 async fn a_conditional_write_whose_response_was_lost_is_not_a_conflict() -> Result<()> {
     let (store, proxy) = common::proxied_store(StoreOptions::default()).await;
-    let etag = store.create(NewInstance::new("lost-merge", "Orch")).await?;
+    let etag = store
+        .create(NewInstance::new("lost-merge", "Orch"))
+        .await?
+        .etag;
     proxy.lose_response_to("MERGE");
     let status = CustomStatus::from_value(&json!({"step": 1}))?;
     let new_etag = store
@@ -106,7 +109,7 @@ async fn a_guarded_terminate_whose_response_was_lost_succeeds() -> Result<()> {
     let terminate = StateChange::Terminate {
         reason: "stop".into(),
     };
-    store.change_state_unless_terminal("t", &terminate).await?;
+    store.change_state("t", &terminate).await?;
     sent_twice(&proxy, "MERGE");
     assert_eq!(
         store.get("t").await?.unwrap().runtime_status,
@@ -133,5 +136,94 @@ async fn a_replace_whose_response_was_lost_is_not_a_conflict() -> Result<()> {
         (status.name.as_str(), status.runtime_status),
         ("Second", RuntimeStatus::Pending)
     );
+    Ok(())
+}
+
+/// A store of the same task hub straight on the emulator: another writer.
+async fn other_writer(store: &durable_status::InstanceStore) -> durable_status::InstanceStore {
+    durable_status::InstanceStore::connect(&common::emulator(), store.task_hub())
+        .await
+        .expect("the other writer connects")
+}
+
+fn count(status: Option<&CustomStatus>) -> u64 {
+    status.map_or(0, |c| c.to_value()["count"].as_u64().unwrap_or(0))
+}
+
+fn increment(current: Option<&CustomStatus>) -> durable_status::Result<Option<CustomStatus>> {
+    CustomStatus::from_value(&json!({"count": count(current) + 1})).map(Some)
+}
+
+#[tokio::test]
+async fn a_competing_writer_in_the_lost_response_window_never_causes_a_double_increment(
+) -> Result<()> {
+    let (store, proxy) = common::proxied_store(StoreOptions::default()).await;
+    store.create(NewInstance::new("counter", "Orch")).await?;
+    let other = other_writer(&store).await;
+
+    // Our increment reaches the service and is applied (0 to 1); its answer
+    // is lost, and before our retry the other writer increments (1 to 2).
+    let mut lost = proxy.lose_response_and_hold("MERGE");
+    let ours = tokio::spawn({
+        let store = store.clone();
+        async move { store.update_custom_status("counter", increment).await }
+    });
+    lost.reached().await;
+    other.update_custom_status("counter", increment).await?;
+    lost.release();
+    let outcome = ours.await?;
+
+    sent_twice(&proxy, "MERGE");
+    let err = outcome.expect_err("the store cannot know: it must not guess");
+    assert!(
+        matches!(err, durable_status::Error::OutcomeUnknown { .. }),
+        "{err}"
+    );
+    assert!(!err.is_transient(), "a blind retry could apply it twice");
+    let stored = other.get("counter").await?.unwrap();
+    assert_eq!(
+        count(stored.custom_status.as_ref()),
+        2,
+        "each writer's increment applied once"
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_guarded_change_never_changes_an_instance_completed_after_its_read() -> Result<()> {
+    let (store, proxy) = common::proxied_store(StoreOptions::default()).await;
+    store
+        .create(NewInstance::new("late", "Orch").status(RuntimeStatus::Running))
+        .await?;
+    let other = other_writer(&store).await;
+
+    // The suspend has read "Running"; its write waits at the proxy while
+    // the other writer completes the instance.
+    let mut held = proxy.hold_request("MERGE");
+    let suspend = tokio::spawn({
+        let store = store.clone();
+        async move { store.suspend("late").await }
+    });
+    held.reached().await;
+    other
+        .complete("late", Some(JsonText::from_value(&"done")?))
+        .await?;
+    let completed = other.get("late").await?.unwrap();
+    held.release();
+
+    let err = suspend
+        .await?
+        .expect_err("a terminal instance is not changed");
+    assert!(
+        matches!(
+            err,
+            durable_status::Error::Terminal {
+                status: RuntimeStatus::Completed,
+                ..
+            }
+        ),
+        "{err}"
+    );
+    assert_eq!(other.get("late").await?.unwrap(), completed, "unchanged");
     Ok(())
 }

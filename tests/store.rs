@@ -31,7 +31,7 @@ fn json_string_of_units(units: usize) -> CustomStatus {
 async fn create_then_get_returns_every_field() -> Result<()> {
     let store = common::store().await;
     let before = OffsetDateTime::now_utc() - time::Duration::seconds(1);
-    let etag = store
+    let created = store
         .create(
             NewInstance::new("order-1", "ProcessOrder")
                 .version("2.0")
@@ -57,7 +57,9 @@ async fn create_then_get_returns_every_field() -> Result<()> {
         status.tags.get("team").map(String::as_str),
         Some("payments")
     );
-    assert_eq!(status.etag, etag);
+    assert_eq!(status.etag, created.etag);
+    assert_eq!(status.execution_id, created.execution_id);
+    assert_eq!(status.created_time, created.created_time);
     Ok(())
 }
 
@@ -163,10 +165,7 @@ async fn get_can_leave_input_and_output_out() -> Result<()> {
     assert_eq!(slim.runtime_status, RuntimeStatus::Completed);
     assert_eq!(slim.name, "Orch");
 
-    let only_output = ReadOptions {
-        include_input: false,
-        include_output: true,
-    };
+    let only_output = ReadOptions::default().include_input(false);
     let status = store.get_with("p", only_output).await?.unwrap();
     assert_eq!(
         (status.input, status.output.as_deref()),
@@ -257,11 +256,7 @@ async fn characters_outside_the_bmp_count_four_bytes() -> Result<()> {
 
 #[tokio::test]
 async fn a_store_may_raise_the_limit_up_to_64_kib() -> Result<()> {
-    let store = common::store_with(StoreOptions {
-        custom_status_limit: 65_536,
-        ..StoreOptions::default()
-    })
-    .await;
+    let store = common::store_with(StoreOptions::default().custom_status_limit(65_536)).await;
     created(&store, "wide").await?;
     let at_limit = json_string_of_units(32_768);
     store.set_custom_status("wide", Some(&at_limit)).await?;
@@ -274,10 +269,7 @@ async fn a_store_may_raise_the_limit_up_to_64_kib() -> Result<()> {
         .await
         .is_err());
 
-    let too_high = StoreOptions {
-        custom_status_limit: 65_537,
-        ..StoreOptions::default()
-    };
+    let too_high = StoreOptions::default().custom_status_limit(65_537);
     let err = InstanceStore::connect_with(&common::storage(), &common::unique_hub(), too_high)
         .await
         .unwrap_err();
@@ -335,7 +327,7 @@ async fn rows_with_unknown_status_text_still_read() -> Result<()> {
 #[tokio::test]
 async fn conditional_custom_status_write_loses_to_a_newer_write() -> Result<()> {
     let store = common::store().await;
-    let first = store.create(NewInstance::new("etag", "Orch")).await?;
+    let first = store.create(NewInstance::new("etag", "Orch")).await?.etag;
     let second = store
         .set_custom_status_if_match("etag", Some(&custom(json!(1))), &first)
         .await?;
@@ -470,9 +462,7 @@ async fn continue_as_new_starts_a_new_execution() -> Result<()> {
         input: None,
         generation: Some(5),
     };
-    store
-        .change_state("loop", &change, &WriteCondition::Unconditional)
-        .await?;
+    store.change_state_unchecked("loop", &change).await?;
     assert_eq!(store.get("loop").await?.unwrap().generation, 5);
     store.start("loop").await?;
     assert_eq!(
@@ -485,13 +475,13 @@ async fn continue_as_new_starts_a_new_execution() -> Result<()> {
 #[tokio::test]
 async fn conditional_state_change_detects_a_race() -> Result<()> {
     let store = common::store().await;
-    let etag = store.create(NewInstance::new("race", "Orch")).await?;
+    let etag = store.create(NewInstance::new("race", "Orch")).await?.etag;
     store.start("race").await?; // another writer moved on
     let terminate = StateChange::Terminate {
         reason: "stop".into(),
     };
     let err = store
-        .change_state("race", &terminate, &WriteCondition::IfMatch(etag))
+        .change_state_if_match("race", &terminate, &etag)
         .await
         .unwrap_err();
     assert!(matches!(err, Error::Conflict { .. }), "{err}");
@@ -513,7 +503,10 @@ async fn delete_removes_the_row_once() -> Result<()> {
         "a second delete finds nothing"
     );
 
-    let etag = store.create(NewInstance::new("guarded", "Orch")).await?;
+    let etag = store
+        .create(NewInstance::new("guarded", "Orch"))
+        .await?
+        .etag;
     store.start("guarded").await?;
     let err = store
         .delete_with("guarded", &WriteCondition::IfMatch(etag))
@@ -733,14 +726,14 @@ async fn read_modify_write_passes_errors_through() -> Result<()> {
 #[tokio::test]
 async fn secrets_stay_out_of_debug_output() -> Result<()> {
     let config = common::storage();
-    let store = InstanceStore::connect(&config, &common::unique_hub()).await?;
+    let store = common::store().await;
     let secret = match &config.credentials {
         durable_status::Credentials::AccountKey { key, .. } => key.expose().to_owned(),
         durable_status::Credentials::SharedAccessSignature(sas) => sas.expose().to_owned(),
         _ => unreachable!(),
     };
     for debug in [
-        format!("{store:?}"),
+        format!("{:?}", *store),
         format!("{config:?}"),
         format!("{:#?}", config.credentials),
     ] {
@@ -754,16 +747,14 @@ async fn guarded_state_changes_refuse_terminal_instances() -> Result<()> {
     let store = common::store().await;
     created(&store, "g").await?;
     let terminate = StateChange::Terminate { reason: "r".into() };
-    store
-        .change_state_unless_terminal("g", &StateChange::Suspend)
-        .await?;
+    store.change_state("g", &StateChange::Suspend).await?;
     assert_eq!(
         store.get("g").await?.unwrap().runtime_status,
         RuntimeStatus::Suspended
     );
-    store.change_state_unless_terminal("g", &terminate).await?;
+    store.change_state("g", &terminate).await?;
     let err = store
-        .change_state_unless_terminal("g", &StateChange::Resume)
+        .change_state("g", &StateChange::Resume)
         .await
         .unwrap_err();
     assert!(
@@ -781,10 +772,7 @@ async fn guarded_state_changes_refuse_terminal_instances() -> Result<()> {
         store.get("g").await?.unwrap().runtime_status,
         RuntimeStatus::Terminated
     );
-    let err = store
-        .change_state_unless_terminal("nope", &terminate)
-        .await
-        .unwrap_err();
+    let err = store.change_state("nope", &terminate).await.unwrap_err();
     assert!(matches!(err, Error::NotFound { .. }), "{err}");
     Ok(())
 }
@@ -804,5 +792,155 @@ async fn opening_a_hub_sends_nothing_and_finds_nothing() -> Result<()> {
         store.start("x").await,
         Err(Error::NotFound { .. })
     ));
+    Ok(())
+}
+
+#[tokio::test]
+async fn state_changes_never_change_a_completed_instance() -> Result<()> {
+    let store = common::store().await;
+    created(&store, "done").await?;
+    store.start("done").await?;
+    store
+        .complete("done", Some(JsonText::from_value(&"result")?))
+        .await?;
+    let before = store.get("done").await?.unwrap();
+
+    let suspend = store.suspend("done").await.unwrap_err();
+    let terminate = store.terminate("done", "too late").await.unwrap_err();
+    let fail = store.fail("done", "boom").await.unwrap_err();
+    let start = store.start("done").await.unwrap_err();
+    let again = store.continue_as_new("done", None).await.unwrap_err();
+    for err in [suspend, terminate, fail, start, again] {
+        assert!(
+            matches!(
+                err,
+                Error::Terminal {
+                    status: RuntimeStatus::Completed,
+                    ..
+                }
+            ),
+            "{err}"
+        );
+    }
+    let after = store.get("done").await?.unwrap();
+    assert_eq!(after, before, "the row is unchanged, ETag included");
+    assert_eq!(after.output.as_deref(), Some("\"result\""));
+    Ok(())
+}
+
+#[tokio::test]
+async fn continue_as_new_counts_generations() -> Result<()> {
+    let store = common::store().await;
+    store
+        .create(NewInstance::new("gen", "Orch").status(RuntimeStatus::Running))
+        .await?;
+    let mut executions = std::collections::HashSet::new();
+    for expected in 1..=3 {
+        store
+            .continue_as_new("gen", Some(JsonText::from_value(&expected)?))
+            .await?;
+        let status = store.get("gen").await?.unwrap();
+        assert_eq!(status.generation, expected);
+        assert!(executions.insert(status.execution_id), "a new execution id");
+        store.start("gen").await?;
+    }
+    // In one request, the generation must be given.
+    let unknown = StateChange::ContinueAsNew {
+        input: None,
+        generation: None,
+    };
+    let err = store
+        .change_state_unchecked("gen", &unknown)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            Error::Invalid {
+                field: "generation",
+                ..
+            }
+        ),
+        "{err}"
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_custom_status_is_measured_and_stored_in_its_compact_form() -> Result<()> {
+    let store = common::store().await;
+    created(&store, "compact").await?;
+    // Python's json.dumps(..., indent=2) escapes every non-ASCII character:
+    // "é" is six characters of text, one of value.
+    let value = "é".repeat(8_000);
+    let escaped: String = "\\u00e9".repeat(8_000);
+    let text = format!("{{\n  \"stage\": \"{escaped}\",\n  \"done\": 123456789012345678901\n}}");
+    assert!(
+        2 * text.len() > 16_384 * 5,
+        "as written, far over the limit"
+    );
+    let status = CustomStatus::from_json(text)?;
+    let compact = format!("{{\"stage\":\"{value}\",\"done\":123456789012345678901}}");
+    assert_eq!(status.as_str(), compact);
+    assert!(status.utf16_size() <= 16_384, "{}", status.utf16_size());
+    store.set_custom_status("compact", Some(&status)).await?;
+    let stored = store.get("compact").await?.unwrap().custom_status.unwrap();
+    assert_eq!(stored.as_str(), compact, "stored compact, the number exact");
+
+    // The limit applies to the compact form: one character over is refused.
+    let over = format!("{{\"stage\":\"{}\"}}", "é".repeat(8_181));
+    let err = store
+        .set_custom_status("compact", Some(&CustomStatus::from_json(over)?))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            Error::TooLarge {
+                actual: 16_386,
+                limit: 16_384,
+                ..
+            }
+        ),
+        "{err}"
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_store_without_its_table_says_so() -> Result<()> {
+    let store = InstanceStore::open(
+        &common::storage(),
+        &common::unique_hub(),
+        StoreOptions::default(),
+    )?;
+    assert!(store.get("x").await?.is_none(), "reads find nothing");
+    let err = store
+        .create(NewInstance::new("x", "Orch"))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, Error::TableNotFound { table } if table.ends_with("Instances")),
+        "not 'instance not found': {err}"
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn the_suite_can_delete_the_tables_it_created() -> Result<()> {
+    // What every test store does when dropped on a real account.
+    let store = common::store().await;
+    created(&store, "x").await?;
+    let history = common::provider_history(&store, &[("x", 2)]).await;
+    common::delete_tables(store.task_hub());
+    let err = store
+        .create(NewInstance::new("y", "Orch"))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::TableNotFound { .. }), "{err}");
+    assert!(
+        history.create().await.is_ok(),
+        "the History table was gone, so it could be created again"
+    );
     Ok(())
 }

@@ -1,31 +1,95 @@
 //! Waiting for an instance, against a real table service.
+//!
+//! No test here orders events by sleeping. Where something must happen while
+//! a wait is under way, the waiter alone goes through a counting proxy, and
+//! the test makes the change only once the proxy has seen the waiter poll
+//! (see [`polls_sent`]); deadlines are failure guards only.
 
 mod common;
 
-use std::time::Duration;
+use std::future::Future;
+use std::time::{Duration, Instant};
 
 use anyhow::Result;
-use durable_status::{CustomStatus, Error, JsonText, NewInstance, RuntimeStatus, StoreOptions};
+use common::proxy::Proxy;
+use durable_status::{
+    CustomStatus, Error, InstanceStore, JsonText, NewInstance, RuntimeStatus, StoreOptions,
+};
 use serde_json::json;
 
 const POLL: Duration = Duration::from_millis(50);
-const LONG: Duration = Duration::from_secs(20);
+/// The waits' timeout where none is meant to happen: a failure guard.
+const LONG: Duration = Duration::from_secs(60);
+/// How long [`polls_sent`] waits for the polls it expects: a failure guard,
+/// shorter than [`LONG`] so that a waiter that stops polling is reported as
+/// such rather than as a timeout of the wait.
+const GUARD: Duration = Duration::from_secs(30);
+
+/// A store of a new task hub on the bundled emulator, the same task hub
+/// reached through a proxy, and the proxy. The waiter is to use the second
+/// store, the test's own writes the first: every request the proxy counts is
+/// then the waiter's.
+async fn store_and_waiter() -> (InstanceStore, InstanceStore, Proxy) {
+    let store = common::emulator_store().await;
+    let (waiter, proxy) = common::through_proxy(&store, StoreOptions::default()).await;
+    (store, waiter, proxy)
+}
+
+/// Waits until the waiter behind `proxy` has sent `n` polls since this call
+/// began (counted with `take_requests`, so `take_lines` stays whole).
+///
+/// The proxy counts a request before it passes it on, so each of these polls
+/// reached the service after everything the test did before this call. And a
+/// waiter sends a poll only once the one before is answered and judged, so
+/// the first `n - 1` of them were answered, and the waiter went on waiting
+/// after each.
+async fn polls_sent(proxy: &Proxy, n: usize) {
+    proxy.take_requests();
+    let deadline = Instant::now() + GUARD;
+    let mut sent = 0;
+    loop {
+        sent += proxy.take_requests();
+        if sent >= n {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the waiter sent {sent} of the {n} polls expected within {GUARD:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// Runs `wait` with `events` beside it, in this task, and returns what `wait`
+/// returned. A panic in `events` fails the test at once, as itself. If `wait`
+/// ends first, `events` is dropped: a wait that ends too early is caught by
+/// the caller's assertions on what it returned.
+async fn wait_while<T>(wait: impl Future<Output = T>, events: impl Future<Output = ()>) -> T {
+    tokio::pin!(wait, events);
+    let mut events_done = false;
+    loop {
+        tokio::select! {
+            out = &mut wait => return out,
+            () = &mut events, if !events_done => events_done = true,
+        }
+    }
+}
 
 #[tokio::test]
 async fn waits_until_the_instance_is_terminal() -> Result<()> {
-    let store = common::store().await;
+    let (store, waiter, proxy) = store_and_waiter().await;
     store
         .create(NewInstance::new("w", "Orch").status(RuntimeStatus::Running))
         .await?;
-    let finisher = store.clone();
-    tokio::spawn(async move {
-        tokio::time::sleep(Duration::from_millis(300)).await;
-        finisher
+    let status = wait_while(waiter.wait_for_completion("w", LONG, POLL), async {
+        // The waiter saw it running and went on waiting.
+        polls_sent(&proxy, 2).await;
+        store
             .complete("w", Some(JsonText::from_value(&"result").unwrap()))
             .await
             .unwrap();
-    });
-    let status = store.wait_for_completion("w", LONG, POLL).await?;
+    })
+    .await?;
     assert_eq!(status.runtime_status, RuntimeStatus::Completed);
     assert_eq!(
         status.output.as_deref(),
@@ -39,6 +103,7 @@ async fn waits_until_the_instance_is_terminal() -> Result<()> {
 async fn waiting_times_out() -> Result<()> {
     let store = common::store().await;
     store.create(NewInstance::new("slow", "Orch")).await?;
+    let started = Instant::now();
     let err = store
         .wait_for_completion("slow", Duration::from_millis(300), POLL)
         .await
@@ -47,11 +112,22 @@ async fn waiting_times_out() -> Result<()> {
         matches!(err, Error::Timeout(d) if d == Duration::from_millis(300)),
         "{err}"
     );
+    assert!(
+        started.elapsed() >= Duration::from_millis(300),
+        "not before the timeout: {:?}",
+        started.elapsed()
+    );
+    let started = Instant::now();
     let err = store
         .wait_for_custom_status_change("slow", None, Duration::from_millis(200), POLL)
         .await
         .unwrap_err();
     assert!(matches!(err, Error::Timeout(_)), "{err}");
+    assert!(
+        started.elapsed() >= Duration::from_millis(200),
+        "not before the timeout: {:?}",
+        started.elapsed()
+    );
     Ok(())
 }
 
@@ -73,7 +149,7 @@ async fn waiting_for_a_missing_instance_is_not_found() -> Result<()> {
 
 #[tokio::test]
 async fn waits_until_the_custom_status_changes() -> Result<()> {
-    let store = common::store().await;
+    let (store, waiter, proxy) = store_and_waiter().await;
     store
         .create(NewInstance::new("c", "Orch").status(RuntimeStatus::Running))
         .await?;
@@ -86,29 +162,32 @@ async fn waits_until_the_custom_status_changes() -> Result<()> {
         .await?;
     assert_eq!(now.custom_status.as_ref(), Some(&first));
 
-    let writer = store.clone();
-    tokio::spawn(async move {
-        tokio::time::sleep(Duration::from_millis(300)).await;
-        // The same value again is no change; a new one is.
-        writer
-            .set_custom_status(
-                "c",
-                Some(&CustomStatus::from_value(&json!({"progress": 0.25})).unwrap()),
-            )
-            .await
-            .unwrap();
-        tokio::time::sleep(Duration::from_millis(200)).await;
-        writer
-            .set_custom_status(
-                "c",
-                Some(&CustomStatus::from_value(&json!({"progress": 0.5})).unwrap()),
-            )
-            .await
-            .unwrap();
-    });
-    let next = store
-        .wait_for_custom_status_change("c", Some(&first), LONG, POLL)
-        .await?;
+    let next = wait_while(
+        waiter.wait_for_custom_status_change("c", Some(&first), LONG, POLL),
+        async {
+            // The waiter saw the first value and went on waiting.
+            polls_sent(&proxy, 2).await;
+            // The same value again is no change: the waiter reads it, and
+            // goes on waiting.
+            store
+                .set_custom_status(
+                    "c",
+                    Some(&CustomStatus::from_value(&json!({"progress": 0.25})).unwrap()),
+                )
+                .await
+                .unwrap();
+            polls_sent(&proxy, 2).await;
+            // A new one is.
+            store
+                .set_custom_status(
+                    "c",
+                    Some(&CustomStatus::from_value(&json!({"progress": 0.5})).unwrap()),
+                )
+                .await
+                .unwrap();
+        },
+    )
+    .await?;
     assert_eq!(
         next.custom_status.unwrap().to_value(),
         json!({"progress": 0.5})
@@ -119,16 +198,17 @@ async fn waits_until_the_custom_status_changes() -> Result<()> {
 
 #[tokio::test]
 async fn a_terminal_instance_ends_the_wait_for_a_change() -> Result<()> {
-    let store = common::store().await;
+    let (store, waiter, proxy) = store_and_waiter().await;
     store.create(NewInstance::new("t", "Orch")).await?;
-    let finisher = store.clone();
-    tokio::spawn(async move {
-        tokio::time::sleep(Duration::from_millis(200)).await;
-        finisher.terminate("t", "stop").await.unwrap();
-    });
-    let update = store
-        .wait_for_custom_status_change("t", None, LONG, POLL)
-        .await?;
+    let update = wait_while(
+        waiter.wait_for_custom_status_change("t", None, LONG, POLL),
+        async {
+            // The waiter saw no change and went on waiting.
+            polls_sent(&proxy, 2).await;
+            store.terminate("t", "stop").await.unwrap();
+        },
+    )
+    .await?;
     assert_eq!(
         (update.custom_status, update.runtime_status),
         (None, RuntimeStatus::Terminated)
@@ -138,17 +218,17 @@ async fn a_terminal_instance_ends_the_wait_for_a_change() -> Result<()> {
 
 #[tokio::test]
 async fn polls_read_only_the_columns_they_need() -> Result<()> {
-    let (store, proxy) = common::proxied_store(StoreOptions::default()).await;
+    let (store, waiter, proxy) = store_and_waiter().await;
     store
         .create(NewInstance::new("q", "Orch").status(RuntimeStatus::Running))
         .await?;
-    let finisher = store.clone();
-    tokio::spawn(async move {
-        tokio::time::sleep(Duration::from_millis(200)).await;
-        finisher.complete("q", None).await.unwrap();
-    });
     proxy.take_lines();
-    store.wait_for_completion("q", LONG, POLL).await?;
+    wait_while(waiter.wait_for_completion("q", LONG, POLL), async {
+        // Two polls, the first answered "running": neither is the final read.
+        polls_sent(&proxy, 2).await;
+        store.complete("q", None).await.unwrap();
+    })
+    .await?;
     let lines: Vec<String> = proxy
         .take_lines()
         .into_iter()
@@ -168,7 +248,7 @@ async fn polls_read_only_the_columns_they_need() -> Result<()> {
         .set_custom_status("q", Some(&CustomStatus::from_value(&1)?))
         .await?;
     proxy.take_lines();
-    store
+    waiter
         .wait_for_custom_status_change("q", None, LONG, POLL)
         .await?;
     let lines = proxy.take_lines();

@@ -9,13 +9,11 @@ use serde_json::json;
 use time::OffsetDateTime;
 
 use super::params::Params;
-use super::status::StatusPayload;
 use super::{ApiError, HttpApi};
-use crate::model::RuntimeStatus;
-use crate::purge::PurgeFilter;
-use crate::query::{InstanceQuery, DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE};
-use crate::store::ReadOptions;
-use crate::wire::StateChange;
+use crate::{
+    InstanceQuery, PurgeFilter, ReadOptions, RuntimeStatus, StateChange, StatusPayload,
+    DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE,
+};
 
 /// The most rows of a listing page that shows inputs.
 pub const MAX_PAGE_WITH_INPUT: u32 = 100;
@@ -203,9 +201,14 @@ async fn purge_instances(State(api): State<HttpApi>, RawQuery(query): RawQuery) 
     })?;
     let store = api.store_for(params.get("taskHub"))?;
     let _one_at_a_time = api.one_purge_at_a_time().await;
-    let done = store.purge(&filter).await.map_err(|interrupted| {
-        let message = interrupted.to_string();
-        ApiError::new(ApiError::from(*interrupted.source).status, message)
+    let done = store.purge(&filter).await.map_err(|error| {
+        let message = error_chain(&error);
+        match error {
+            crate::Error::PurgeInterrupted { source, .. } => {
+                ApiError::new(ApiError::from(*source).status, message)
+            }
+            other => other.into(),
+        }
     })?;
     if done.deleted == 0 {
         return Err(ApiError::new(StatusCode::NOT_FOUND, "no instance matched"));
@@ -238,8 +241,20 @@ async fn instance_operation(
         }
     };
     let store = api.store_for(params.get("taskHub"))?;
-    store.change_state_unless_terminal(&id, &change).await?;
+    store.change_state(&id, &change).await?;
     Ok(StatusCode::ACCEPTED.into_response())
+}
+
+/// An error and its causes, on one line.
+fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
 }
 
 async fn instance_operation_with_argument(

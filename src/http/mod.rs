@@ -10,10 +10,8 @@
 mod handlers;
 mod page;
 mod params;
-pub mod status;
 
 pub use handlers::CONTINUATION_HEADER;
-pub use params::parse_time;
 
 use std::future::Future;
 use std::net::SocketAddr;

@@ -2,11 +2,10 @@
 //! ignoring case, a parameter may repeat. Values that do not parse are a
 //! 400 naming the parameter, not silently ignored.
 
-use time::format_description::well_known::Rfc3339;
-use time::macros::format_description;
-use time::{Date, OffsetDateTime, PrimitiveDateTime};
+use time::OffsetDateTime;
 
 use super::ApiError;
+use crate::format::time::parse_user_time;
 use crate::model::RuntimeStatus;
 
 /// The parsed query string of a request.
@@ -54,7 +53,7 @@ impl Params {
     pub(crate) fn time(&self, name: &'static str) -> Result<Option<OffsetDateTime>, ApiError> {
         self.get(name)
             .map(|text| {
-                parse_time(text).ok_or_else(|| {
+                parse_user_time(text).ok_or_else(|| {
                     ApiError::bad_parameter(
                         name,
                         format!("'{text}' is not a date and time (use ISO 8601, e.g. 2024-01-31T18:30:00Z)"),
@@ -104,28 +103,9 @@ impl Params {
     }
 }
 
-/// ISO 8601 with an offset (`2024-01-31T18:30:00Z`, `...+02:00`), or without
-/// one (read as UTC, as the original does with universal times), or a date.
-pub fn parse_time(text: &str) -> Option<OffsetDateTime> {
-    let text = text.trim();
-    if let Ok(time) = OffsetDateTime::parse(text, &Rfc3339) {
-        return Some(time);
-    }
-    let local = format_description!(
-        "[year]-[month]-[day]T[hour]:[minute]:[second][optional [.[subsecond]]]"
-    );
-    if let Ok(time) = PrimitiveDateTime::parse(text, local) {
-        return Some(time.assume_utc());
-    }
-    Date::parse(text, format_description!("[year]-[month]-[day]"))
-        .ok()
-        .map(|d| d.midnight().assume_utc())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use time::macros::datetime;
 
     #[test]
     fn names_ignore_case_and_values_repeat() {
@@ -162,24 +142,7 @@ mod tests {
     }
 
     #[test]
-    fn times_in_the_forms_clients_send() {
-        assert_eq!(
-            parse_time("2024-01-31T18:30:00Z"),
-            Some(datetime!(2024-01-31 18:30 UTC))
-        );
-        assert_eq!(
-            parse_time("2024-01-31T20:30:00+02:00"),
-            Some(datetime!(2024-01-31 18:30 UTC))
-        );
-        assert_eq!(
-            parse_time("2024-01-31T18:30:00.5"),
-            Some(datetime!(2024-01-31 18:30:00.5 UTC))
-        );
-        assert_eq!(
-            parse_time("2024-01-31"),
-            Some(datetime!(2024-01-31 00:00 UTC))
-        );
-        assert_eq!(parse_time("yesterday"), None);
+    fn a_bad_time_names_the_parameter() {
         let err = Params::parse(Some("createdTimeFrom=soon"))
             .time("createdTimeFrom")
             .unwrap_err();

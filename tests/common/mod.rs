@@ -29,7 +29,7 @@ pub fn storage() -> StorageConfig {
 /// a proxy on loopback in front of the service.
 pub fn emulator() -> StorageConfig {
     static AZURITE: OnceLock<Result<Azurite, String>> = OnceLock::new();
-    match AZURITE.get_or_init(|| Azurite::start_bundled().map_err(|e| e.to_string())) {
+    match AZURITE.get_or_init(|| Azurite::start().map_err(|e| e.to_string())) {
         Ok(azurite) => azurite.config(),
         Err(why) => panic!(
             "the integration tests need the Azurite emulator, and it could not start: {why}\n\
@@ -58,14 +58,58 @@ pub fn unique_hub() -> String {
     format!("t{suffix}")
 }
 
-pub async fn store() -> InstanceStore {
+/// A store of a new task hub on the service under test, whose tables are
+/// deleted when it is dropped if that service is a real account (the
+/// emulator keeps everything in memory and exits with the tests).
+pub struct TestStore {
+    store: InstanceStore,
+}
+
+impl std::ops::Deref for TestStore {
+    type Target = InstanceStore;
+
+    fn deref(&self) -> &InstanceStore {
+        &self.store
+    }
+}
+
+impl Drop for TestStore {
+    fn drop(&mut self) {
+        if std::env::var_os(CONNECTION_STRING_VARIABLE).is_some() {
+            delete_tables(self.store.task_hub());
+        }
+    }
+}
+
+/// Deletes a task hub's tables (Instances and History), waiting for it:
+/// from a thread of its own, so that it works inside and outside a runtime.
+pub fn delete_tables(task_hub: &str) {
+    let task_hub = task_hub.to_owned();
+    std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("a runtime");
+        runtime.block_on(async {
+            for table in [format!("{task_hub}Instances"), format!("{task_hub}History")] {
+                // A table that was never created is fine.
+                let _ = azure_table(&table).delete().await;
+            }
+        });
+    })
+    .join()
+    .expect("the cleanup thread finishes");
+}
+
+pub async fn store() -> TestStore {
     store_with(StoreOptions::default()).await
 }
 
-pub async fn store_with(options: StoreOptions) -> InstanceStore {
-    InstanceStore::connect_with(&storage(), &unique_hub(), options)
+pub async fn store_with(options: StoreOptions) -> TestStore {
+    let store = InstanceStore::connect_with(&storage(), &unique_hub(), options)
         .await
-        .expect("the store connects")
+        .expect("the store connects");
+    TestStore { store }
 }
 
 /// A table client of the Azure crate, standing for another tool (the Durable

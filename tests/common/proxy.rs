@@ -6,7 +6,9 @@
 use std::io::{Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::mpsc::{channel, Receiver, Sender};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use durable_status::StorageConfig;
 
@@ -19,6 +21,65 @@ struct State {
     budget: AtomicUsize,
     /// The method of the next request whose response is to be lost.
     lose_response_to: Mutex<Option<String>>,
+    /// The next request with this method waits at the proxy, before it
+    /// reaches the service, until the test releases it.
+    hold_request: Mutex<Option<(String, Stop)>>,
+    /// When the next lost response arrives, the proxy holds the connection
+    /// open (the client still waits) until the test releases it.
+    hold_lost: Mutex<Option<Stop>>,
+}
+
+/// The proxy's side of a [`Gate`].
+struct Stop {
+    reached: tokio::sync::oneshot::Sender<()>,
+    release: Receiver<()>,
+}
+
+impl Stop {
+    fn wait(self) {
+        let _ = self.reached.send(());
+        // A bound, so that a test that fails before releasing frees the thread.
+        let _ = self.release.recv_timeout(Duration::from_secs(60));
+    }
+}
+
+/// The test's side of a held request: wait until the proxy holds it, act,
+/// then release it.
+pub struct Gate {
+    reached: Option<tokio::sync::oneshot::Receiver<()>>,
+    release: Sender<()>,
+}
+
+impl Gate {
+    fn new() -> (Gate, Stop) {
+        let (reached_tx, reached_rx) = tokio::sync::oneshot::channel();
+        let (release_tx, release_rx) = channel();
+        (
+            Gate {
+                reached: Some(reached_rx),
+                release: release_tx,
+            },
+            Stop {
+                reached: reached_tx,
+                release: release_rx,
+            },
+        )
+    }
+
+    /// Waits until the proxy holds the request (a minute at most: a
+    /// failure guard, not a timing).
+    pub async fn reached(&mut self) {
+        let reached = self.reached.take().expect("waited for once");
+        tokio::time::timeout(Duration::from_secs(60), reached)
+            .await
+            .expect("the proxy holds the request in time")
+            .expect("the proxy holds the request");
+    }
+
+    /// Lets the held request go on.
+    pub fn release(&self) {
+        let _ = self.release.send(());
+    }
 }
 
 pub struct Proxy {
@@ -59,8 +120,11 @@ impl Proxy {
                 let state = Arc::clone(&shared);
                 let lose = Arc::new(AtomicBool::new(false));
                 let lose_in_responses = Arc::clone(&lose);
+                let state_in_responses = Arc::clone(&shared);
                 std::thread::spawn(move || requests(client_read, server_write, state, lose));
-                std::thread::spawn(move || responses(server, client, lose_in_responses));
+                std::thread::spawn(move || {
+                    responses(server, client, lose_in_responses, state_in_responses)
+                });
             }
         });
         Proxy { port, state }
@@ -73,10 +137,9 @@ impl Proxy {
             .splitn(4, '/')
             .nth(3)
             .unwrap_or_default();
-        StorageConfig {
-            table_endpoint: format!("http://127.0.0.1:{}/{path}", self.port),
-            ..behind.clone()
-        }
+        behind
+            .clone()
+            .with_table_endpoint(format!("http://127.0.0.1:{}/{path}", self.port))
     }
 
     /// Requests since the last call.
@@ -98,6 +161,25 @@ impl Proxy {
     /// out, but its response is lost: the connection closes instead.
     pub fn lose_response_to(&self, method: &str) {
         *self.state.lose_response_to.lock().unwrap() = Some(method.to_owned());
+    }
+
+    /// The next request with this method is held at the proxy before it
+    /// reaches the service, until the gate is released.
+    pub fn hold_request(&self, method: &str) -> Gate {
+        let (gate, stop) = Gate::new();
+        *self.state.hold_request.lock().unwrap() = Some((method.to_owned(), stop));
+        gate
+    }
+
+    /// Like [`Proxy::lose_response_to`], and the lost response is held: the
+    /// service has carried out the request, the client has no answer yet,
+    /// and the test acts in that window before releasing the gate (then the
+    /// connection closes and the client retries).
+    pub fn lose_response_and_hold(&self, method: &str) -> Gate {
+        let (gate, stop) = Gate::new();
+        *self.state.hold_lost.lock().unwrap() = Some(stop);
+        self.lose_response_to(method);
+        gate
     }
 
     /// Lets `n` more requests through, then cuts every connection.
@@ -157,6 +239,19 @@ fn requests(mut from: TcpStream, mut to: TcpStream, state: Arc<State>, lose: Arc
             }
             state.lines.lock().unwrap().push(percent_decode(&line));
             pending.drain(..at + LINE_END.len());
+            let held = {
+                let mut hold = state.hold_request.lock().unwrap();
+                match hold.take() {
+                    Some((method, stop)) if line.starts_with(&format!("{method} ")) => Some(stop),
+                    other => {
+                        *hold = other;
+                        None
+                    }
+                }
+            };
+            if let Some(stop) = held {
+                stop.wait();
+            }
         }
         // Bodies can be large; a request line is never longer than this.
         if pending.len() > 16 * 1024 {
@@ -169,7 +264,7 @@ fn requests(mut from: TcpStream, mut to: TcpStream, state: Arc<State>, lose: Arc
     let _ = to.shutdown(Shutdown::Write);
 }
 
-fn responses(mut from: TcpStream, mut to: TcpStream, lose: Arc<AtomicBool>) {
+fn responses(mut from: TcpStream, mut to: TcpStream, lose: Arc<AtomicBool>, state: Arc<State>) {
     let mut buf = [0u8; 16 * 1024];
     loop {
         let n = match from.read(&mut buf) {
@@ -178,6 +273,9 @@ fn responses(mut from: TcpStream, mut to: TcpStream, lose: Arc<AtomicBool>) {
         };
         if lose.load(Ordering::SeqCst) {
             let _ = from.shutdown(Shutdown::Both);
+            if let Some(stop) = state.hold_lost.lock().unwrap().take() {
+                stop.wait();
+            }
             break;
         }
         if to.write_all(&buf[..n]).is_err() {

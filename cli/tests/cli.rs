@@ -1,5 +1,6 @@
 //! The `durable-status` binary, run as a user runs it.
 
+#[path = "../../tests/common/mod.rs"]
 mod common;
 
 use std::io::{BufRead, BufReader};
@@ -14,6 +15,15 @@ const BIN: &str = env!("CARGO_BIN_EXE_durable-status");
 struct Hub {
     name: String,
     connection: String,
+}
+
+impl Drop for Hub {
+    /// On a real account, the tables a test's commands created go with it.
+    fn drop(&mut self) {
+        if std::env::var_os(common::CONNECTION_STRING_VARIABLE).is_some() {
+            common::delete_tables(&self.name);
+        }
+    }
 }
 
 impl Hub {
@@ -517,4 +527,86 @@ async fn reading_commands_create_no_table() {
     assert!(format!("{err:?}").contains("404"), "{err:?}");
     hub.ok(&["create", "x", "--name", "X"]);
     assert!(hub.ok(&["list"]).contains("x"), "create made the table");
+}
+
+/// A loopback port where nothing listens (bound, then released).
+fn closed_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+#[test]
+fn nothing_listening_fails_at_once_with_one_line() {
+    let port = closed_port();
+    let hub = Hub {
+        name: "Hub1".into(),
+        connection: format!(
+            "DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;AccountKey={};TableEndpoint=http://127.0.0.1:{port}/devstoreaccount1",
+            durable_status::config::EMULATOR_ACCOUNT_KEY
+        ),
+    };
+    for args in [
+        &["list"][..],
+        &["get", "x"],
+        &["create", "x", "--name", "N"],
+    ] {
+        let started = Instant::now();
+        let err = hub.fails(args);
+        // The retry budget is 10 s: only not retrying a refused loopback
+        // connection ends this well before it.
+        assert!(
+            started.elapsed() < Duration::from_secs(8),
+            "{args:?} took {:?}",
+            started.elapsed()
+        );
+        assert!(
+            err.starts_with(&format!(
+                "error: storage transport error: cannot connect to http://127.0.0.1:{port}/devstoreaccount1"
+            )),
+            "{args:?}: {err}"
+        );
+        assert!(
+            !err.contains("start-table.sh"),
+            "a connection string was given: no emulator hint: {err}"
+        );
+    }
+}
+
+#[test]
+fn without_configuration_the_error_says_how_to_start_the_emulator() {
+    // The default endpoint is the emulator's 127.0.0.1:10002.
+    if std::net::TcpListener::bind("127.0.0.1:10002").is_err() {
+        use std::io::Write;
+        let _ = writeln!(
+            std::io::stderr(),
+            "SKIPPED: without_configuration_the_error_says_how_to_start_the_emulator: \
+             something listens on 127.0.0.1:10002 (an emulator started by hand?)"
+        );
+        return;
+    }
+    let output = Command::new(BIN)
+        .args(["--task-hub", "Hub1", "list"])
+        .env_remove("AzureWebJobsStorage")
+        .env_remove("AZURE_STORAGE_CONNECTION_STRING")
+        .env_remove("RUST_LOG")
+        .stdin(Stdio::null())
+        .output()
+        .expect("the binary runs");
+    assert!(!output.status.success());
+    let err = String::from_utf8(output.stderr).unwrap();
+    assert_eq!(err.trim_end().lines().count(), 1, "one line: {err}");
+    for expected in [
+        "error: ",
+        "no connection string is configured",
+        "http://127.0.0.1:10002/devstoreaccount1",
+        "azurite/start-table.sh",
+        "docker compose up",
+        "AzureWebJobsStorage",
+    ] {
+        assert!(err.contains(expected), "{expected:?} in {err}");
+    }
+    assert!(err.starts_with("error: "), "{err}");
 }

@@ -1,6 +1,6 @@
 //! `durable-status`: the command-line tool.
 
-mod cli;
+mod commands;
 mod demo;
 
 use std::process::ExitCode;
@@ -9,7 +9,7 @@ use clap::Parser;
 use tracing_subscriber::EnvFilter;
 
 fn main() -> ExitCode {
-    let args = cli::Cli::parse();
+    let args = commands::Cli::parse();
     // Logs go to stderr; RUST_LOG sets the level. The Azure client crates log
     // whole requests (signatures, SAS tokens) at debug level: never that.
     let mut filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("warn"));
@@ -32,7 +32,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(cli::run(args)) {
+    match runtime.block_on(commands::run(args)) {
         Ok(code) => code,
         Err(error) => {
             // One line: the error and its causes.

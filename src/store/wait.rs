@@ -4,16 +4,18 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
+use super::InstanceStore;
 use crate::error::{Error, Result};
+use crate::format::columns::{CUSTOM_STATUS, RUNTIME_STATUS};
+use crate::format::keys::partition_key;
 use crate::model::{CustomStatus, InstanceStatus, RuntimeStatus};
-use crate::store::InstanceStore;
-use crate::wire::{self, INSTANCE_ROW_KEY};
 
 /// The shortest interval between two polls; shorter ones are raised to it.
 pub const MIN_POLL_INTERVAL: Duration = Duration::from_millis(10);
 
 /// What [`InstanceStore::wait_for_custom_status_change`] saw.
 #[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
 pub struct CustomStatusUpdate {
     /// The custom status now.
     pub custom_status: Option<CustomStatus>,
@@ -35,15 +37,15 @@ impl InstanceStore {
     ) -> Result<InstanceStatus> {
         self.poll(
             instance_id,
-            &[wire::RUNTIME_STATUS],
+            &[RUNTIME_STATUS],
             timeout,
             poll_interval,
             |status| status.runtime_status.is_terminal(),
         )
         .await?;
-        self.get(instance_id).await?.ok_or_else(|| Error::NotFound {
-            instance_id: instance_id.to_owned(),
-        })
+        self.get(instance_id)
+            .await?
+            .ok_or_else(|| Error::not_found(instance_id))
     }
 
     /// Polls until the custom status differs from `last_seen` (the text the
@@ -58,7 +60,7 @@ impl InstanceStore {
         timeout: Duration,
         poll_interval: Duration,
     ) -> Result<CustomStatusUpdate> {
-        let columns = [wire::CUSTOM_STATUS, wire::RUNTIME_STATUS];
+        let columns = [CUSTOM_STATUS, RUNTIME_STATUS];
         let status = self
             .poll(instance_id, &columns, timeout, poll_interval, |status| {
                 status.custom_status.as_ref() != last_seen || status.runtime_status.is_terminal()
@@ -78,21 +80,12 @@ impl InstanceStore {
         poll_interval: Duration,
         mut done: impl FnMut(&InstanceStatus) -> bool,
     ) -> Result<InstanceStatus> {
-        let pk = wire::partition_key(instance_id)?;
-        let mut select = vec![wire::PARTITION_KEY];
-        select.extend_from_slice(columns);
+        let pk = partition_key(instance_id)?;
         // A zero interval would poll as fast as the service answers.
         let poll_interval = poll_interval.max(MIN_POLL_INTERVAL);
         let deadline = Instant::now() + timeout;
         loop {
-            let (row, etag) = self
-                .client
-                .get(&pk, INSTANCE_ROW_KEY, Some(&select))
-                .await?
-                .ok_or_else(|| Error::NotFound {
-                    instance_id: instance_id.to_owned(),
-                })?;
-            let status = wire::decode_instance(&row, etag)?;
+            let status = self.read_existing(instance_id, &pk, columns).await?;
             if done(&status) {
                 return Ok(status);
             }

@@ -6,11 +6,12 @@ use std::process::ExitCode;
 
 use anyhow::{anyhow, bail, Context, Result};
 use clap::{Args, Parser, Subcommand};
-use durable_status::http::status::{api_time, StatusPayload};
+use durable_status::format::time::{api_time, parse_user_time};
 use durable_status::http::{HttpApi, KEYS_VARIABLE};
 use durable_status::{
     CustomStatus, InstanceQuery, InstanceStatus, InstanceStore, JsonText, NewInstance, PurgeFilter,
-    RuntimeStatus, Secret, StateChange, StorageConfig,
+    ReadOptions, RuntimeStatus, Secret, StateChange, StatusPayload, StorageConfig, StoreOptions,
+    TransportKind,
 };
 use futures::TryStreamExt;
 use time::OffsetDateTime;
@@ -207,7 +208,7 @@ fn parse_statuses(text: Option<&str>) -> Result<Vec<RuntimeStatus>> {
 }
 
 fn parse_time(option: &str, text: &str) -> Result<OffsetDateTime> {
-    durable_status::http::parse_time(text).ok_or_else(|| {
+    parse_user_time(text).ok_or_else(|| {
         anyhow!(
             "{option}: '{text}' is not a date and time (use ISO 8601, e.g. 2024-01-31T18:30:00Z)"
         )
@@ -236,19 +237,33 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
             .transpose()?;
         return crate::demo::run(config, &cli.task_hub, addr, keys(key)).await;
     }
-    let config = storage_config(cli.connection_string.as_deref())?;
-    let config = config.unwrap_or_else(StorageConfig::development_storage);
+    let configured = storage_config(cli.connection_string.as_deref())?;
+    let defaulted = configured.is_none();
+    let config = configured.unwrap_or_else(StorageConfig::development_storage);
+    let endpoint = config.table_endpoint.clone();
+    execute(cli, config).await.map_err(|error| {
+        match error.downcast_ref::<durable_status::Error>() {
+            Some(durable_status::Error::Transport {
+                kind: TransportKind::Connect,
+                ..
+            }) if defaulted => error.context(format!(
+                "no connection string is configured, and no storage emulator answers at {endpoint}: \
+                 start one (azurite/start-table.sh, or docker compose up), or set \
+                 AzureWebJobsStorage or --connection-string"
+            )),
+            _ => error,
+        }
+    })
+}
+
+async fn execute(cli: Cli, config: StorageConfig) -> Result<ExitCode> {
     // Only the commands that write a new row (or serve) create the table: a
     // mistyped --task-hub must not leave an empty table behind.
     let store = match cli.command {
         Command::Create { .. } | Command::Serve { .. } => {
             InstanceStore::connect(&config, &cli.task_hub).await?
         }
-        _ => InstanceStore::open(
-            &config,
-            &cli.task_hub,
-            durable_status::StoreOptions::default(),
-        )?,
+        _ => InstanceStore::open(&config, &cli.task_hub, StoreOptions::default())?,
     };
     let out = &mut std::io::stdout().lock();
     match cli.command {
@@ -261,10 +276,7 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
             writeln!(out, "created instance '{id}' (Pending)")?;
         }
         Command::Get { id, no_input } => {
-            let read = durable_status::ReadOptions {
-                include_input: !no_input,
-                include_output: true,
-            };
+            let read = ReadOptions::default().include_input(!no_input);
             let Some(status) = store.get_with(&id, read).await? else {
                 eprintln!("error: instance '{id}' was not found");
                 return Ok(ExitCode::FAILURE);
@@ -356,7 +368,7 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
             if status.is_some() {
                 filter = filter.statuses(parse_statuses(status.as_deref())?);
             }
-            return purge(&store, filter, from, to, yes, out).await;
+            return purge(&store, filter, (from, to), yes, out).await;
         }
         Command::Serve { addr, key } => serve(store, addr, keys(key)).await?,
         Command::Demo { .. } => unreachable!("handled above"),
@@ -382,7 +394,7 @@ async fn change(
     change: StateChange,
     out: &mut impl Write,
 ) -> Result<()> {
-    store.change_state_unless_terminal(id, &change).await?;
+    store.change_state(id, &change).await?;
     writeln!(out, "instance '{id}' is now {}", change.target_status())?;
     Ok(())
 }
@@ -465,22 +477,12 @@ fn shorten(text: &str, max: usize) -> String {
 async fn purge(
     store: &InstanceStore,
     filter: PurgeFilter,
-    from: OffsetDateTime,
-    to: OffsetDateTime,
+    (from, to): (OffsetDateTime, OffsetDateTime),
     yes: bool,
     out: &mut impl Write,
 ) -> Result<ExitCode> {
-    let statuses = filter.effective_statuses()?;
-    let counts = store
-        .count_by_status(
-            &InstanceQuery::new()
-                .statuses(statuses)
-                .created_from(from)
-                .created_to(to)
-                .include_input(false)
-                .include_output(false),
-        )
-        .await?;
+    // The count is of the very query the purge runs.
+    let counts = store.count_by_status(&filter.query()?).await?;
     if counts.total() == 0 {
         writeln!(out, "nothing to purge: no instance matches")?;
         return Ok(ExitCode::SUCCESS);
@@ -528,6 +530,7 @@ async fn purge(
         bar.finish_and_clear();
     }
     let done = result?;
+    // (An interrupted purge is an error above: its message says how far it came.)
     writeln!(
         out,
         "deleted {} instances ({} skipped: changed or gone since they were read) and {} History rows",

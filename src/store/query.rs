@@ -14,11 +14,15 @@ use futures::stream::BoxStream;
 use futures::{StreamExt, TryStreamExt};
 use time::OffsetDateTime;
 
+use super::{InstanceStore, ReadOptions};
 use crate::error::{Error, Result};
+use crate::format::columns::{Entity, PARTITION_KEY, RUNTIME_STATUS};
+use crate::format::entity::{decode_instance, row_partition_key, row_status};
+use crate::format::filter::InstanceFilter;
+use crate::format::keys::{partition_key_of, unescape_key};
+use crate::format::time::{format_time, to_utc};
 use crate::model::{preview, ETag, InstanceStatus, RuntimeStatus};
-use crate::storage_client::{odata_string, Continuation};
-use crate::store::{InstanceStore, ReadOptions};
-use crate::wire;
+use crate::table::{Continuation, Page, PageRequest};
 
 /// The page size of a query unless set: the HTTP API's default `top`.
 pub const DEFAULT_PAGE_SIZE: u32 = 100;
@@ -117,7 +121,7 @@ impl InstanceQuery {
             ("created time to", self.created_to),
         ] {
             if let Some(time) = time {
-                if wire::to_utc(time).is_none() {
+                if to_utc(time).is_none() {
                     return Err(Error::invalid(
                         field,
                         format!("{time} is outside years 1 to 9999 in UTC"),
@@ -135,108 +139,54 @@ impl InstanceQuery {
             if from > to {
                 return Err(Error::invalid(
                     "created time range",
-                    format!(
-                        "from {} is after to {}",
-                        wire::format_time(from),
-                        wire::format_time(to)
-                    ),
+                    format!("from {} is after to {}", format_time(from), format_time(to)),
                 ));
             }
         }
         if let Some(prefix) = &self.instance_id_prefix {
-            wire::partition_key(prefix).map_err(|e| match e {
-                Error::TooLarge {
-                    actual,
-                    limit,
-                    unit,
-                    ..
-                } => Error::TooLarge {
-                    field: "instance id prefix",
-                    actual,
-                    limit,
-                    unit,
-                },
-                other => other,
-            })?;
+            partition_key_of("instance id prefix", prefix)?;
         }
         Ok(())
     }
 
-    /// The OData filter, every value quoted so that no value can change its
-    /// meaning; `None` for every row.
+    /// The OData filter, every value quoted; `None` for every row.
     pub(crate) fn filter(&self) -> Option<String> {
-        let mut parts = Vec::new();
-        if let Some(prefix) = &self.instance_id_prefix {
-            let low = wire::escape_key(prefix);
-            parts.push(format!("PartitionKey ge {}", odata_string(&low)));
-            if let Some(high) = prefix_upper_bound(&low) {
-                parts.push(format!("PartitionKey lt {}", odata_string(&high)));
-            }
+        InstanceFilter {
+            statuses: &self.statuses,
+            created_from: self.created_from,
+            created_to: self.created_to,
+            instance_id_prefix: self.instance_id_prefix.as_deref(),
+            task_hub_name: self.task_hub_name.as_deref(),
         }
-        if let Some(from) = self.created_from {
-            parts.push(format!(
-                "CreatedTime ge datetime'{}'",
-                wire::format_time(from)
-            ));
-        }
-        if let Some(to) = self.created_to {
-            parts.push(format!(
-                "CreatedTime le datetime'{}'",
-                wire::format_time(to)
-            ));
-        }
-        if !self.statuses.is_empty() {
-            let any: Vec<String> = self
-                .statuses
-                .iter()
-                .map(|s| format!("RuntimeStatus eq {}", odata_string(s.name())))
-                .collect();
-            parts.push(format!("({})", any.join(" or ")));
-        }
-        if let Some(hub) = &self.task_hub_name {
-            parts.push(format!("TaskHubName eq {}", odata_string(hub)));
-        }
-        (!parts.is_empty()).then(|| parts.join(" and "))
+        .to_odata()
     }
 
-    /// Whether a decoded row matches what the key range is meant to select.
-    fn keeps(&self, instance: &InstanceStatus) -> bool {
-        self.instance_id_prefix
-            .as_deref()
-            .is_none_or(|prefix| instance.instance_id.starts_with(prefix))
+    /// The request of a scan of the matching rows, reading `select`.
+    pub(crate) fn request(&self, select: Option<Vec<&'static str>>) -> PageRequest {
+        PageRequest {
+            filter: self.filter(),
+            select,
+            top: Some(self.page_size),
+        }
     }
 
-    /// The same check on a raw row, by its (escaped) partition key.
-    pub(crate) fn keeps_row(&self, row: &wire::Entity) -> bool {
+    /// Whether a raw row matches what the key range is meant to select: the
+    /// range is exact on the escaped ids, and this check keeps it so
+    /// whatever a service's key order.
+    pub(crate) fn keeps_row(&self, row: &Entity) -> bool {
         self.instance_id_prefix.as_deref().is_none_or(|prefix| {
-            wire::row_partition_key(row)
-                .is_some_and(|key| wire::unescape_key(key).starts_with(prefix))
+            row_partition_key(row).is_some_and(|key| unescape_key(key).starts_with(prefix))
         })
     }
-}
 
-/// The smallest string above every string that starts with `prefix`, in the
-/// order Table Storage compares keys (UTF-16 code units); `None` when there
-/// is none (a prefix of U+FFFF only).
-pub(crate) fn prefix_upper_bound(prefix: &str) -> Option<String> {
-    let mut chars: Vec<char> = prefix.chars().collect();
-    while let Some(last) = chars.pop() {
-        let next = match last as u32 {
-            // Above U+D7FF come the surrogates: the next string starts with
-            // the smallest supplementary character.
-            0xD7FF => Some('\u{10000}'),
-            // Supplementary characters sort below U+E000 in UTF-16.
-            0x10FFFF => Some('\u{E000}'),
-            // Nothing is above U+FFFF in its position: carry to the previous one.
-            0xFFFF => None,
-            code => char::from_u32(code + 1),
-        };
-        if let Some(next) = next {
-            chars.push(next);
-            return Some(chars.into_iter().collect());
+    /// The columns a scan must read besides `columns`, for [`Self::keeps_row`].
+    pub(crate) fn scan_columns(&self, columns: &[&'static str]) -> Vec<&'static str> {
+        let mut select = columns.to_vec();
+        if self.instance_id_prefix.is_some() && !select.contains(&PARTITION_KEY) {
+            select.insert(0, PARTITION_KEY);
         }
+        select
     }
-    None
 }
 
 /// Encodes where a listing resumes as a string a web client can carry in a
@@ -325,185 +275,81 @@ impl InstanceStore {
     ) -> Result<InstancePage> {
         query.validate()?;
         let resume = continuation_token.map(decode_token).transpose()?;
-        let (instances, next) = self.fetch_page(query, resume.as_ref()).await?;
+        let page = self
+            .client
+            .query_page(&query.request(query.read.select()), resume.as_ref())
+            .await?;
         Ok(InstancePage {
-            instances,
-            continuation_token: next.as_ref().map(encode_token),
+            continuation_token: page.continuation.as_ref().map(encode_token),
+            instances: decode_page(query, page)?,
         })
     }
 
     /// Every matching instance, as a lazy stream that fetches the next page
     /// only when the previous one has been consumed.
     pub fn query(&self, query: &InstanceQuery) -> BoxStream<'static, Result<InstanceStatus>> {
-        let store = self.clone();
+        if let Err(e) = query.validate() {
+            return futures::stream::once(async { Err(e) }).boxed();
+        }
         let query = query.clone();
-        let start: Option<Option<Continuation>> = Some(None);
-        futures::stream::try_unfold(start, move |state| {
-            let store = store.clone();
-            let query = query.clone();
-            async move {
-                let Some(resume) = state else { return Ok(None) };
-                if resume.is_none() {
-                    query.validate()?;
-                }
-                let (instances, next) = store.fetch_page(&query, resume.as_ref()).await?;
-                // A page ends the listing only when no continuation comes back.
-                let state = next.map(Some);
-                Ok(Some((
-                    futures::stream::iter(instances.into_iter().map(Ok)),
-                    state,
-                )))
-            }
-        })
-        .try_flatten()
-        .boxed()
+        self.client
+            .pages(query.request(query.read.select()), None)
+            .map(move |page| page.and_then(|page| decode_page(&query, page)))
+            .map_ok(|instances| futures::stream::iter(instances.into_iter().map(Ok)))
+            .try_flatten()
+            .boxed()
     }
 
     /// Counts the matching instances per runtime status, reading only the
-    /// RuntimeStatus column, a page at a time (memory stays bounded).
+    /// RuntimeStatus column, 1,000 rows a page (memory stays bounded).
     pub async fn count_by_status(&self, query: &InstanceQuery) -> Result<StatusCounts> {
         query.validate()?;
-        let filter = query.filter();
-        let mut columns = vec![wire::RUNTIME_STATUS];
-        if query.instance_id_prefix.is_some() {
-            columns.push(wire::PARTITION_KEY);
-        }
-        let mut counts = StatusCounts::default();
-        let mut resume = None;
-        loop {
-            let page = self
-                .client
-                .query_page(
-                    filter.as_deref(),
-                    Some(&columns),
-                    Some(MAX_PAGE_SIZE),
-                    resume.as_ref(),
-                )
-                .await?;
-            for (row, _) in page.entities.iter().filter(|(row, _)| query.keeps_row(row)) {
-                *counts.0.entry(wire::row_status(row)).or_default() += 1;
-            }
-            match page.continuation {
-                Some(next) => resume = Some(next),
-                None => return Ok(counts),
-            }
-        }
+        let query = query.clone().page_size(MAX_PAGE_SIZE);
+        let request = query.request(Some(query.scan_columns(&[RUNTIME_STATUS])));
+        self.client
+            .pages(request, None)
+            .try_fold(StatusCounts::default(), |mut counts, page| {
+                for (row, _) in page.rows.iter().filter(|(row, _)| query.keeps_row(row)) {
+                    *counts.0.entry(row_status(row)).or_default() += 1;
+                }
+                futures::future::ready(Ok(counts))
+            })
+            .await
     }
+}
 
-    pub(crate) async fn fetch_page(
-        &self,
-        query: &InstanceQuery,
-        resume: Option<&Continuation>,
-    ) -> Result<(Vec<InstanceStatus>, Option<Continuation>)> {
-        let select = query.read.select();
-        let page = self
-            .client
-            .query_page(
-                query.filter().as_deref(),
-                select.as_deref(),
-                Some(query.page_size),
-                resume,
-            )
-            .await?;
-        let mut instances = Vec::with_capacity(page.entities.len());
-        for (row, etag) in &page.entities {
-            let etag = etag.clone().unwrap_or_else(|| ETag::new(""));
-            let instance = wire::decode_instance(row, etag)?;
-            if query.keeps(&instance) {
-                instances.push(instance);
-            }
-        }
-        Ok((instances, page.continuation))
-    }
+/// The instances of a page that the query keeps, decoded.
+fn decode_page(query: &InstanceQuery, page: Page) -> Result<Vec<InstanceStatus>> {
+    page.rows
+        .into_iter()
+        .filter(|(row, _)| query.keeps_row(row))
+        .map(|(row, etag)| decode_instance(&row, etag.unwrap_or_else(|| ETag::new(""))))
+        .collect()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use proptest::prelude::*;
     use time::macros::datetime;
 
     #[test]
-    fn filters_combine_with_and_and_statuses_with_or() {
+    fn the_query_builds_its_filter() {
         let query = InstanceQuery::new()
             .statuses([
                 RuntimeStatus::Failed,
                 RuntimeStatus::Completed,
                 RuntimeStatus::Failed,
             ])
-            .created_from(datetime!(2024-01-01 02:00 +2))
-            .created_to(datetime!(2024-02-01 00:00 UTC))
             .instance_id_prefix("ord/")
             .task_hub_name("Hub");
         assert_eq!(
             query.filter().unwrap(),
             "PartitionKey ge 'ord^0' and PartitionKey lt 'ord^1' \
-             and CreatedTime ge datetime'2024-01-01T00:00:00.0000000Z' \
-             and CreatedTime le datetime'2024-02-01T00:00:00.0000000Z' \
              and (RuntimeStatus eq 'Completed' or RuntimeStatus eq 'Failed') \
              and TaskHubName eq 'Hub'"
         );
         assert_eq!(InstanceQuery::new().filter(), None);
         assert_eq!(InstanceQuery::new().instance_id_prefix("").filter(), None);
-    }
-
-    #[test]
-    fn values_cannot_change_the_filter() {
-        let query = InstanceQuery::new()
-            .instance_id_prefix("x' or 'a' eq 'a")
-            .task_hub_name("h') or (1 eq 1");
-        let filter = query.filter().unwrap();
-        assert!(
-            filter.contains("PartitionKey ge 'x'' or ''a'' eq ''a'"),
-            "{filter}"
-        );
-        assert!(
-            filter.contains("TaskHubName eq 'h'') or (1 eq 1'"),
-            "{filter}"
-        );
-    }
-
-    #[test]
-    fn prefix_bounds_follow_utf16_order() {
-        assert_eq!(prefix_upper_bound("abc").as_deref(), Some("abd"));
-        assert_eq!(prefix_upper_bound("a^").as_deref(), Some("a_"));
-        assert_eq!(prefix_upper_bound("a~").as_deref(), Some("a\u{7F}"));
-        assert_eq!(
-            prefix_upper_bound("a\u{D7FF}").as_deref(),
-            Some("a\u{10000}")
-        );
-        assert_eq!(prefix_upper_bound("a😀").as_deref(), Some("a😁"));
-        assert_eq!(
-            prefix_upper_bound("a\u{10FFFF}").as_deref(),
-            Some("a\u{E000}")
-        );
-        assert_eq!(prefix_upper_bound("a\u{FFFF}").as_deref(), Some("b"));
-        assert_eq!(
-            prefix_upper_bound("a\u{FFFF}\u{FFFF}").as_deref(),
-            Some("b")
-        );
-        assert_eq!(prefix_upper_bound("\u{FFFF}"), None);
-        assert_eq!(prefix_upper_bound(""), None);
-    }
-
-    fn utf16(s: &str) -> Vec<u16> {
-        s.encode_utf16().collect()
-    }
-
-    proptest! {
-        #[test]
-        fn the_bound_is_above_every_extension_and_below_every_other_key(
-            prefix in "\\PC{1,4}", rest in "\\PC{0,4}", other in "\\PC{1,6}"
-        ) {
-            let low = wire::escape_key(&prefix);
-            if let Some(high) = prefix_upper_bound(&low) {
-                let inside = wire::escape_key(&format!("{prefix}{rest}"));
-                prop_assert!(utf16(&low) <= utf16(&inside) && utf16(&inside) < utf16(&high));
-                let key = wire::escape_key(&other);
-                let in_range = utf16(&low) <= utf16(&key) && utf16(&key) < utf16(&high);
-                prop_assert_eq!(in_range, other.starts_with(&prefix));
-            }
-        }
     }
 
     #[test]

@@ -1,9 +1,11 @@
-//! The instance status object of the Durable Functions HTTP API.
+//! The instance status object of the Durable Functions HTTP API (the body
+//! of `GET /instances/{id}`), for any program that serves or prints it:
+//! it needs no HTTP server.
 
 use serde::Serialize;
 use serde_json::Value;
-use time::{OffsetDateTime, UtcOffset};
 
+use crate::format::time::api_time;
 use crate::model::InstanceStatus;
 
 /// The JSON object that Durable Functions clients read, with exactly the
@@ -57,20 +59,6 @@ pub fn embed(text: Option<&str>) -> Value {
         None => Value::Null,
         Some(text) => serde_json::from_str(text).unwrap_or_else(|_| Value::String(text.to_owned())),
     }
-}
-
-/// `2017-10-06T18:30:24Z`: UTC, whole seconds.
-pub fn api_time(time: OffsetDateTime) -> String {
-    let utc = time.checked_to_offset(UtcOffset::UTC).unwrap_or(time);
-    format!(
-        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}Z",
-        utc.year(),
-        u8::from(utc.month()),
-        utc.day(),
-        utc.hour(),
-        utc.minute(),
-        utc.second()
-    )
 }
 
 #[cfg(test)]

@@ -9,12 +9,16 @@ use futures::stream::FuturesUnordered;
 use futures::{Stream, StreamExt, TryStreamExt};
 use time::OffsetDateTime;
 
+use super::query::{InstanceQuery, MAX_PAGE_SIZE};
+use super::InstanceStore;
 use crate::error::{Error, Result};
+use crate::format::columns::{PARTITION_KEY, ROW_KEY, RUNTIME_STATUS};
+use crate::format::entity::{row_partition_key, row_status};
+use crate::format::filter;
+use crate::format::keys::{history_table, partition_key, unescape_key};
+use crate::format::limits::MAX_BATCH_OPERATIONS;
 use crate::model::{ETag, RuntimeStatus, WriteCondition};
-use crate::query::{InstanceQuery, MAX_PAGE_SIZE};
-use crate::storage_client::{odata_string, BatchOperation, Continuation, MAX_BATCH_OPERATIONS};
-use crate::store::InstanceStore;
-use crate::wire::{self, INSTANCE_ROW_KEY};
+use crate::table::{PageRequest, TableClient};
 
 /// Deletes in flight at once unless set.
 pub const DEFAULT_PURGE_CONCURRENCY: usize = 32;
@@ -118,6 +122,13 @@ impl PurgeFilter {
         Ok(statuses)
     }
 
+    /// The query of the instances this filter purges: the statuses after
+    /// the defaults and the checks, the range (ending now unless set), the
+    /// prefix. Counting it shows what a purge will delete.
+    pub fn query(&self) -> Result<InstanceQuery> {
+        self.validate()
+    }
+
     fn validate(&self) -> Result<InstanceQuery> {
         let statuses = self.effective_statuses()?;
         if !(1..=MAX_PURGE_CONCURRENCY).contains(&self.concurrency) {
@@ -176,25 +187,15 @@ enum Deletion {
     Failed(Error),
 }
 
-/// Why a purge stopped before the end.
-#[derive(Debug, thiserror::Error)]
-#[error("purge stopped after deleting {} instances ({} skipped); running it again finishes the job: {source}", .progress.deleted, .progress.skipped)]
-pub struct PurgeInterrupted {
-    /// What was done before it stopped.
-    pub progress: PurgeProgress,
-    /// What stopped it.
-    #[source]
-    pub source: Box<Error>,
-}
-
 impl InstanceStore {
-    /// Deletes one instance: `Ok(true)` when it was deleted, `Ok(false)`
-    /// when there was nothing to delete. Either way it is gone.
-    ///
-    /// Its rows in the task hub's History table are deleted too.
+    /// Deletes one instance whatever its status: `Ok(true)` when it was
+    /// deleted, `Ok(false)` when there was nothing to delete. Either way it
+    /// is gone. Its rows in the task hub's History table are deleted too.
     pub async fn purge_instance(&self, instance_id: &str) -> Result<bool> {
-        let pk = wire::partition_key(instance_id)?;
-        let deleted = self.delete(instance_id).await?;
+        let pk = partition_key(instance_id)?;
+        let deleted = self
+            .delete_row(instance_id, &pk, &WriteCondition::Unconditional)
+            .await?;
         // Its History too, also when the row was gone already: a re-run
         // finishes a purge that stopped between the two.
         self.purge_history_of_one(&pk).await?;
@@ -205,84 +206,54 @@ impl InstanceStore {
     /// run that is still going is never purged. `Ok(false)` when there was
     /// nothing to delete; [`Error::NotTerminal`] when it is not terminal.
     pub async fn purge_terminal_instance(&self, instance_id: &str) -> Result<bool> {
-        let pk = wire::partition_key(instance_id)?;
-        let mut attempt = 0;
-        loop {
-            let Some((row, etag)) = self
-                .client
-                .get(
-                    &pk,
-                    INSTANCE_ROW_KEY,
-                    Some(&[wire::PARTITION_KEY, wire::RUNTIME_STATUS]),
-                )
-                .await?
-            else {
-                self.purge_history_of_one(&pk).await?;
-                return Ok(false);
-            };
-            let status = wire::decode_instance(&row, etag.clone())?.runtime_status;
-            if !status.is_terminal() {
-                return Err(Error::NotTerminal {
-                    instance_id: instance_id.to_owned(),
-                    status,
-                });
-            }
-            match self
-                .client
-                .delete(&pk, INSTANCE_ROW_KEY, &WriteCondition::IfMatch(etag))
-                .await
-            {
-                // Changed since it was read: look again, a bounded number of times.
-                Err(Error::Storage { status: 412, .. })
-                    if attempt < self.options.conflict_retries =>
-                {
-                    attempt += 1;
-                    tokio::time::sleep(crate::store::conflict_backoff(attempt)).await;
-                }
-                Err(Error::Storage { status: 412, .. }) => {
-                    return Err(Error::Conflict {
+        let pk = partition_key(instance_id)?;
+        let deleted = self
+            .retry_on_conflict(|| async {
+                let Some(found) = self.read(&pk, Some(&[RUNTIME_STATUS])).await? else {
+                    return Ok(false);
+                };
+                if !found.runtime_status.is_terminal() {
+                    return Err(Error::NotTerminal {
                         instance_id: instance_id.to_owned(),
-                    })
+                        status: found.runtime_status,
+                    });
                 }
-                Ok(deleted) => {
-                    self.purge_history_of_one(&pk).await?;
-                    return Ok(deleted);
-                }
-                Err(e) => return Err(e),
-            }
-        }
+                self.delete_row(instance_id, &pk, &WriteCondition::IfMatch(found.etag))
+                    .await
+            })
+            .await?;
+        self.purge_history_of_one(&pk).await?;
+        Ok(deleted)
     }
 
-    /// Deletes every instance that matches the filter. See
-    /// [`InstanceStore::purge_with_progress`].
-    pub async fn purge(
-        &self,
-        filter: &PurgeFilter,
-    ) -> std::result::Result<PurgeProgress, PurgeInterrupted> {
+    /// Deletes every instance that matches the filter, reporting progress
+    /// after each delete. See [`InstanceStore::purge_with_progress`].
+    pub async fn purge(&self, filter: &PurgeFilter) -> Result<PurgeProgress> {
         self.purge_with_progress(filter, |_| {}).await
     }
 
     /// Deletes every instance that matches the filter, reporting progress
     /// after each delete.
     ///
-    /// The filter is checked before any request. Matching rows are read a
-    /// page at a time (only their key and status), and deleted with the ETag
-    /// read, at most `concurrency` at once. A row that changed or vanished in
-    /// between is counted as skipped. When a request fails the purge stops
-    /// taking new rows, lets the deletes in flight finish, and returns how far
-    /// it came; running it again finishes the job.
+    /// The filter is checked before any request ([`Error::Invalid`]).
+    /// Matching rows are read 1,000 a page (only their key and status), and
+    /// deleted with the ETag read, at most `concurrency` at once. A row that
+    /// changed or vanished in between is counted as skipped. When a request
+    /// fails the purge stops taking new rows, lets the deletes in flight
+    /// finish, and answers [`Error::PurgeInterrupted`] with how far it came;
+    /// running it again finishes the job.
     pub async fn purge_with_progress(
         &self,
         filter: &PurgeFilter,
         mut progress: impl FnMut(PurgeProgress) + Send,
-    ) -> std::result::Result<PurgeProgress, PurgeInterrupted> {
+    ) -> Result<PurgeProgress> {
+        let query = filter.validate()?;
+        let statuses = query.statuses.clone();
         let mut done = PurgeProgress::default();
-        let interrupted = |progress, error| PurgeInterrupted {
+        let interrupted = |progress, error| Error::PurgeInterrupted {
             progress,
             source: Box::new(error),
         };
-        let query = filter.validate().map_err(|e| interrupted(done, e))?;
-        let statuses = query.statuses.clone();
         // One look decides whether there is any history to delete.
         let with_history = filter.include_history
             && self
@@ -300,16 +271,16 @@ impl InstanceStore {
             // Deletes in flight keep going while the next page is fetched.
             tokio::select! {
                 biased;
-                                Some(joined) = in_flight.next(), if !in_flight.is_empty() => {
-                                        let result = joined.unwrap_or_else(|e: tokio::task::JoinError| {
-                        Deletion::Failed(Error::Transport(format!("a delete task failed: {e}")))
+                Some(joined) = in_flight.next(), if !in_flight.is_empty() => {
+                    let result = joined.unwrap_or_else(|e: tokio::task::JoinError| {
+                        Deletion::Failed(Error::transport(format!("a delete task failed: {e}")))
                     });
                     match result {
                         Deletion::Deleted { history_rows } => {
                             done.deleted += 1;
                             done.history_rows_deleted += history_rows;
                         }
-                                                Deletion::Skipped { history_rows } => {
+                        Deletion::Skipped { history_rows } => {
                             done.skipped += 1;
                             done.history_rows_deleted += history_rows;
                         }
@@ -333,7 +304,7 @@ impl InstanceStore {
                         // Without an ETag the row could not be deleted at the
                         // version read: leave it.
                         if let (true, Some(etag)) = (statuses.contains(&status), etag) {
-                                                        // A task of its own: a caller that gives up (Ctrl-C,
+                            // A task of its own: a caller that gives up (Ctrl-C,
                             // a dropped HTTP request) cannot split a row's
                             // delete from its History's.
                             let store = self.clone();
@@ -357,27 +328,22 @@ impl InstanceStore {
     }
 
     /// Deletes an instance's row at the version read, then its History rows.
-    /// A row gone already (deleted by someone else, or by this very request
-    /// retried after its response was lost) still has its History deleted,
-    /// so that a re-run finishes the job.
+    /// A row gone already (deleted by someone else) still has its History
+    /// deleted, so that a re-run finishes the job.
     async fn delete_at_version(
         &self,
         partition_key: String,
         etag: ETag,
         with_history: bool,
     ) -> Deletion {
+        let instance_id = unescape_key(&partition_key);
         let deleted = self
-            .client
-            .delete(
-                &partition_key,
-                INSTANCE_ROW_KEY,
-                &WriteCondition::IfMatch(etag),
-            )
+            .delete_row(&instance_id, &partition_key, &WriteCondition::IfMatch(etag))
             .await;
         let row_deleted = match deleted {
             Ok(deleted) => deleted,
             // Changed since it was read: neither the row nor its History.
-            Err(Error::Storage { status: 412, .. }) => {
+            Err(Error::Conflict { .. } | Error::OutcomeUnknown { .. }) => {
                 return Deletion::Skipped { history_rows: 0 }
             }
             Err(e) => return Deletion::Failed(e),
@@ -392,7 +358,7 @@ impl InstanceStore {
             (false, Ok(())) => Deletion::Skipped { history_rows },
             (row_deleted, Err(error)) => {
                 tracing::warn!(
-                    instance_id = %wire::unescape_key(&partition_key),
+                    %instance_id,
                     %error,
                     "the instance row is gone but not all its History rows"
                 );
@@ -405,20 +371,21 @@ impl InstanceStore {
         }
     }
 
-    fn history(&self) -> crate::storage_client::TableClient {
-        self.client.sibling(&wire::history_table(&self.task_hub))
+    fn history(&self) -> TableClient {
+        self.client.sibling(&history_table(&self.task_hub))
     }
 
     /// Whether the task hub's History table holds any row (one request).
     /// Without access to it (a SAS scoped to the Instances table) purges
     /// leave History alone, and say so in the log.
     async fn history_exists(&self) -> Result<bool> {
-        match self
-            .history()
-            .query_page(None, Some(&[wire::PARTITION_KEY]), Some(1), None)
-            .await
-        {
-            Ok(page) => Ok(!page.entities.is_empty() || page.continuation.is_some()),
+        let one_key = PageRequest {
+            filter: None,
+            select: Some(vec![PARTITION_KEY]),
+            top: Some(1),
+        };
+        match self.history().query_page(&one_key, None).await {
+            Ok(page) => Ok(!page.rows.is_empty() || page.continuation.is_some()),
             Err(Error::Storage { status: 403, .. }) => {
                 tracing::warn!(task_hub = %self.task_hub, "no access to the History table: purges leave its rows");
                 Ok(false)
@@ -448,50 +415,37 @@ impl InstanceStore {
     pub(crate) async fn purge_history(&self, partition_key: &str) -> (u64, Result<()>) {
         const REREADS: u32 = 5;
         let history = self.history();
-        let filter = format!("PartitionKey eq {}", odata_string(partition_key));
+        let request = PageRequest {
+            filter: Some(filter::partition(partition_key)),
+            select: Some(vec![ROW_KEY]),
+            top: Some(MAX_PAGE_SIZE),
+        };
         let mut deleted = 0u64;
-        let mut resume = None;
         let mut rereads = 0;
-        'pages: loop {
-            let page = match history
-                .query_page(
-                    Some(&filter),
-                    Some(&[wire::ROW_KEY]),
-                    Some(MAX_PAGE_SIZE),
-                    resume.as_ref(),
-                )
-                .await
-            {
-                Ok(page) => page,
-                Err(e) => return (deleted, Err(e)),
-            };
-            let row_keys: Vec<String> = page
-                .entities
-                .iter()
-                .filter_map(|(row, _)| row.get(wire::ROW_KEY)?.as_str().map(str::to_owned))
-                .collect();
-            for chunk in row_keys.chunks(MAX_BATCH_OPERATIONS) {
-                let deletes: Vec<BatchOperation> = chunk
-                    .iter()
-                    .map(|row_key| BatchOperation::Delete {
-                        row_key: row_key.clone(),
-                        condition: WriteCondition::Unconditional,
-                    })
-                    .collect();
-                match history.batch(partition_key, &deletes).await {
-                    Ok(_) => deleted += chunk.len() as u64,
-                    Err(Error::Storage { status: 404, .. }) if rereads < REREADS => {
-                        rereads += 1;
-                        resume = None;
-                        continue 'pages;
-                    }
+        'scan: loop {
+            let mut pages = std::pin::pin!(history.pages(request.clone(), None));
+            while let Some(page) = pages.next().await {
+                let page = match page {
+                    Ok(page) => page,
                     Err(e) => return (deleted, Err(e)),
+                };
+                let row_keys: Vec<String> = page
+                    .rows
+                    .iter()
+                    .filter_map(|(row, _)| row.get(ROW_KEY)?.as_str().map(str::to_owned))
+                    .collect();
+                for chunk in row_keys.chunks(MAX_BATCH_OPERATIONS) {
+                    match history.delete_batch(partition_key, chunk).await {
+                        Ok(()) => deleted += chunk.len() as u64,
+                        Err(Error::Storage { status: 404, .. }) if rereads < REREADS => {
+                            rereads += 1;
+                            continue 'scan;
+                        }
+                        Err(e) => return (deleted, Err(e)),
+                    }
                 }
             }
-            match page.continuation {
-                Some(next) => resume = Some(next),
-                None => return (deleted, Ok(())),
-            }
+            return (deleted, Ok(()));
         }
     }
 
@@ -499,40 +453,23 @@ impl InstanceStore {
     fn purge_candidates(
         &self,
         query: InstanceQuery,
-    ) -> impl Stream<Item = Result<(String, RuntimeStatus, Option<ETag>)>> + Send + '_ {
-        let filter = query.filter();
-        let start: Option<Option<Continuation>> = Some(None);
-        futures::stream::try_unfold(start, move |state| {
-            let filter = filter.clone();
-            let query = query.clone();
-            async move {
-                let Some(resume) = state else { return Ok(None) };
-                let columns = [wire::PARTITION_KEY, wire::RUNTIME_STATUS];
-                let page = self
-                    .client
-                    .query_page(
-                        filter.as_deref(),
-                        Some(&columns),
-                        Some(MAX_PAGE_SIZE),
-                        resume.as_ref(),
-                    )
-                    .await?;
+    ) -> impl Stream<Item = Result<(String, RuntimeStatus, Option<ETag>)>> + Send + 'static {
+        let request = query.request(Some(vec![PARTITION_KEY, RUNTIME_STATUS]));
+        self.client
+            .pages(request, None)
+            .map_ok(move |page| {
                 let rows: Vec<Result<_>> = page
-                    .entities
+                    .rows
                     .into_iter()
                     .filter(|(row, _)| query.keeps_row(row))
                     .filter_map(|(row, etag)| {
-                        let key = wire::row_partition_key(&row)?.to_owned();
-                        Some(Ok((key, wire::row_status(&row), etag)))
+                        let key = row_partition_key(&row)?.to_owned();
+                        Some(Ok((key, row_status(&row), etag)))
                     })
                     .collect();
-                Ok(Some((
-                    futures::stream::iter(rows),
-                    page.continuation.map(Some),
-                )))
-            }
-        })
-        .try_flatten()
+                futures::stream::iter(rows)
+            })
+            .try_flatten()
     }
 }
 

@@ -35,9 +35,9 @@ pub async fn run(
     let (azurite, config) = match config {
         Some(config) => (None, config),
         None => {
-            let dir = Azurite::bundled_dir();
+            let dir = Azurite::install_dir()?;
             println!("Starting the Azurite emulator in {} ...", dir.display());
-            let azurite = tokio::task::spawn_blocking(Azurite::start_bundled).await??;
+            let azurite = tokio::task::spawn_blocking(Azurite::start).await??;
             let config = azurite.config();
             (Some(azurite), config)
         }

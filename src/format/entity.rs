@@ -1,0 +1,414 @@
+//! The rows and merges this crate writes to the Instances table, and how
+//! stored rows read back.
+
+use serde_json::Value;
+use time::OffsetDateTime;
+
+use crate::error::{Error, Result};
+use crate::format::columns::*;
+use crate::format::keys::unescape_key;
+use crate::format::limits::check_string;
+use crate::format::time::{format_time, parse_time};
+use crate::model::{CustomStatus, ETag, InstanceStatus, JsonText, RuntimeStatus, Tags};
+
+fn put_string(entity: &mut Entity, name: &str, value: impl Into<String>) {
+    entity.insert(name.to_owned(), Value::String(value.into()));
+}
+
+fn put_time(entity: &mut Entity, name: &str, time: OffsetDateTime) {
+    entity.insert(name.to_owned(), Value::String(format_time(time)));
+    entity.insert(
+        format!("{name}@odata.type"),
+        Value::String("Edm.DateTime".into()),
+    );
+}
+
+/// What a new row holds. Keys and sizes have been validated by the caller.
+pub(crate) struct NewRow<'a> {
+    pub partition_key: &'a str,
+    pub task_hub: &'a str,
+    pub name: &'a str,
+    pub version: &'a str,
+    pub execution_id: &'a str,
+    pub status: RuntimeStatus,
+    pub input: Option<&'a JsonText>,
+    pub tags: &'a Tags,
+    pub scheduled_start_time: Option<OffsetDateTime>,
+    pub now: OffsetDateTime,
+}
+
+/// The full row of a new instance, for an insert or a replace.
+pub(crate) fn new_instance_entity(row: &NewRow<'_>) -> Entity {
+    let mut entity = Entity::new();
+    put_string(&mut entity, PARTITION_KEY, row.partition_key);
+    put_string(&mut entity, ROW_KEY, INSTANCE_ROW_KEY);
+    put_string(&mut entity, NAME, row.name);
+    put_string(&mut entity, VERSION, row.version);
+    put_string(&mut entity, EXECUTION_ID, row.execution_id);
+    if let Some(input) = row.input {
+        put_string(&mut entity, INPUT, input.as_str());
+    }
+    put_string(&mut entity, CUSTOM_STATUS, NO_CUSTOM_STATUS);
+    put_string(&mut entity, RUNTIME_STATUS, row.status.name());
+    put_time(&mut entity, CREATED_TIME, row.now);
+    put_time(&mut entity, LAST_UPDATED_TIME, row.now);
+    if let Some(at) = row.scheduled_start_time {
+        put_time(&mut entity, SCHEDULED_START_TIME, at);
+    }
+    entity.insert(GENERATION.to_owned(), Value::from(0));
+    if !row.tags.is_empty() {
+        let tags = serde_json::to_string(row.tags).expect("string map serializes");
+        put_string(&mut entity, TAGS, tags);
+    }
+    put_string(&mut entity, TASK_HUB_NAME, row.task_hub);
+    entity
+}
+
+/// The merge that sets (or, with `None`, clears) the custom status.
+pub(crate) fn custom_status_merge(status: Option<&CustomStatus>, now: OffsetDateTime) -> Entity {
+    let mut entity = Entity::new();
+    put_string(
+        &mut entity,
+        CUSTOM_STATUS,
+        status.map_or(NO_CUSTOM_STATUS, CustomStatus::as_str),
+    );
+    put_time(&mut entity, LAST_UPDATED_TIME, now);
+    entity
+}
+
+/// A change of runtime status.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub enum StateChange {
+    /// Pending (or ContinuedAsNew) to Running.
+    Start,
+    /// Running to Suspended.
+    Suspend,
+    /// Suspended to Running.
+    Resume,
+    /// A new execution with new input: ContinuedAsNew, a new execution id,
+    /// and the next generation.
+    ContinueAsNew {
+        /// The new execution's input.
+        input: Option<JsonText>,
+        /// The new generation. `None`: the stored one plus one, which the
+        /// guarded change reads; an unchecked change needs it given.
+        generation: Option<i32>,
+    },
+    /// Completed, with an output.
+    Complete {
+        /// The orchestration's output.
+        output: Option<JsonText>,
+    },
+    /// Failed, with the error stored as the output (a JSON string).
+    Fail {
+        /// What went wrong.
+        error: String,
+    },
+    /// Terminated, with the reason stored as the output (a JSON string).
+    Terminate {
+        /// Why it was terminated.
+        reason: String,
+    },
+}
+
+impl StateChange {
+    /// The runtime status this change writes.
+    pub fn target_status(&self) -> RuntimeStatus {
+        match self {
+            StateChange::Start | StateChange::Resume => RuntimeStatus::Running,
+            StateChange::Suspend => RuntimeStatus::Suspended,
+            StateChange::ContinueAsNew { .. } => RuntimeStatus::ContinuedAsNew,
+            StateChange::Complete { .. } => RuntimeStatus::Completed,
+            StateChange::Fail { .. } => RuntimeStatus::Failed,
+            StateChange::Terminate { .. } => RuntimeStatus::Terminated,
+        }
+    }
+
+    /// Checks the payload sizes; nothing is sent when this fails.
+    pub(crate) fn validate(&self) -> Result<()> {
+        match self {
+            StateChange::ContinueAsNew {
+                input: Some(input), ..
+            } => check_string("input", input.as_str()),
+            StateChange::ContinueAsNew {
+                generation: Some(generation),
+                ..
+            } if *generation < 0 => Err(Error::invalid(
+                "generation",
+                format!("{generation} is negative"),
+            )),
+            StateChange::Complete {
+                output: Some(output),
+            } => check_string("output", output.as_str()),
+            StateChange::Fail { error } => check_string("error", &json_string(error)),
+            StateChange::Terminate { reason } => check_string("reason", &json_string(reason)),
+            _ => Ok(()),
+        }
+    }
+}
+
+fn json_string(text: &str) -> String {
+    serde_json::to_string(text).expect("a string serializes")
+}
+
+/// What a continue-as-new writes besides the status: the new execution.
+pub(crate) struct NewExecution<'a> {
+    pub execution_id: &'a str,
+    pub generation: i32,
+}
+
+/// The merge that applies a state change. `execution` is needed by
+/// continue-as-new only.
+pub(crate) fn state_change_merge(
+    change: &StateChange,
+    execution: Option<&NewExecution<'_>>,
+    now: OffsetDateTime,
+) -> Entity {
+    let mut entity = Entity::new();
+    put_string(&mut entity, RUNTIME_STATUS, change.target_status().name());
+    put_time(&mut entity, LAST_UPDATED_TIME, now);
+    match change {
+        StateChange::Start | StateChange::Suspend | StateChange::Resume => {}
+        StateChange::ContinueAsNew { input, .. } => {
+            if let Some(execution) = execution {
+                put_string(&mut entity, EXECUTION_ID, execution.execution_id);
+                entity.insert(GENERATION.to_owned(), Value::from(execution.generation));
+            }
+            if let Some(input) = input {
+                put_string(&mut entity, INPUT, input.as_str());
+            }
+        }
+        StateChange::Complete { output } => {
+            if let Some(output) = output {
+                put_string(&mut entity, OUTPUT, output.as_str());
+            }
+            put_time(&mut entity, COMPLETED_TIME, now);
+        }
+        StateChange::Fail { error } => {
+            put_string(&mut entity, OUTPUT, json_string(error));
+            put_time(&mut entity, COMPLETED_TIME, now);
+        }
+        StateChange::Terminate { reason } => {
+            put_string(&mut entity, OUTPUT, json_string(reason));
+            put_time(&mut entity, COMPLETED_TIME, now);
+        }
+    }
+    entity
+}
+
+/// A row's partition key (the escaped instance id).
+pub(crate) fn row_partition_key(row: &Entity) -> Option<&str> {
+    get_str(row, PARTITION_KEY)
+}
+
+/// A row's runtime status; absent or unknown text reads as `Unknown`.
+pub(crate) fn row_status(row: &Entity) -> RuntimeStatus {
+    get_str(row, RUNTIME_STATUS).map_or(RuntimeStatus::Unknown, RuntimeStatus::from_stored)
+}
+
+fn get_time(entity: &Entity, name: &str) -> Option<OffsetDateTime> {
+    get_str(entity, name).and_then(parse_time)
+}
+
+fn get_i32(entity: &Entity, name: &str) -> Option<i32> {
+    match entity.get(name)? {
+        Value::Number(n) => n.as_i64().and_then(|n| i32::try_from(n).ok()),
+        Value::String(s) => s.parse().ok(),
+        _ => None,
+    }
+}
+
+/// Decodes a stored row. Only a missing partition key is an error: other
+/// columns that are absent or malformed (rows written by other tools) take
+/// their empty value, and unknown status text reads as `Unknown`.
+pub(crate) fn decode_instance(entity: &Entity, etag: ETag) -> Result<InstanceStatus> {
+    let instance_id = get_str(entity, PARTITION_KEY)
+        .map(unescape_key)
+        .ok_or_else(|| Error::Decode {
+            instance_id: String::new(),
+            reason: "the row has no PartitionKey".into(),
+        })?;
+    let text = |name| get_str(entity, name).unwrap_or_default().to_owned();
+    let optional_text = |name| get_str(entity, name).map(str::to_owned);
+    let created_time = get_time(entity, CREATED_TIME).unwrap_or(OffsetDateTime::UNIX_EPOCH);
+    Ok(InstanceStatus {
+        name: text(NAME),
+        version: text(VERSION),
+        execution_id: text(EXECUTION_ID),
+        runtime_status: row_status(entity),
+        input: optional_text(INPUT),
+        output: optional_text(OUTPUT),
+        custom_status: get_str(entity, CUSTOM_STATUS)
+            .filter(|text| *text != NO_CUSTOM_STATUS && !text.is_empty())
+            .map(|text| CustomStatus::from_stored(text.to_owned())),
+        created_time,
+        last_updated_time: get_time(entity, LAST_UPDATED_TIME).unwrap_or(created_time),
+        completed_time: get_time(entity, COMPLETED_TIME),
+        scheduled_start_time: get_time(entity, SCHEDULED_START_TIME),
+        generation: get_i32(entity, GENERATION).unwrap_or(0),
+        tags: get_str(entity, TAGS)
+            .and_then(|text| serde_json::from_str(text).ok())
+            .unwrap_or_default(),
+        etag,
+        instance_id,
+    })
+}
+
+/// The LastUpdatedTime a write sends: it identifies that write when its
+/// response is lost (100 ns resolution).
+pub(crate) fn sent_last_updated_time(entity: &Entity) -> Option<OffsetDateTime> {
+    get_time(entity, LAST_UPDATED_TIME)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+    use time::macros::datetime;
+
+    const NOW: OffsetDateTime = datetime!(2017-10-06 18:30:24.123456789 UTC);
+
+    #[test]
+    fn new_instance_body_is_exactly_the_provider_format() {
+        let tags = Tags::from([("team".to_owned(), "a".to_owned())]);
+        let input = JsonText::parse("input", r#"{"order":42}"#).unwrap();
+        let entity = new_instance_entity(&NewRow {
+            partition_key: "order^042",
+            task_hub: "MyHub",
+            name: "ProcessOrder",
+            version: "1.0",
+            execution_id: "0123456789abcdef0123456789abcdef",
+            status: RuntimeStatus::Pending,
+            input: Some(&input),
+            tags: &tags,
+            scheduled_start_time: None,
+            now: NOW,
+        });
+        assert_eq!(
+            Value::Object(entity),
+            json!({
+                "PartitionKey": "order^042",
+                "RowKey": "",
+                "Name": "ProcessOrder",
+                "Version": "1.0",
+                "ExecutionId": "0123456789abcdef0123456789abcdef",
+                "Input": "{\"order\":42}",
+                "CustomStatus": "null",
+                "RuntimeStatus": "Pending",
+                "CreatedTime": "2017-10-06T18:30:24.1234567Z",
+                "CreatedTime@odata.type": "Edm.DateTime",
+                "LastUpdatedTime": "2017-10-06T18:30:24.1234567Z",
+                "LastUpdatedTime@odata.type": "Edm.DateTime",
+                "Generation": 0,
+                "Tags": "{\"team\":\"a\"}",
+                "TaskHubName": "MyHub"
+            })
+        );
+    }
+
+    #[test]
+    fn custom_status_merge_body() {
+        let status = CustomStatus::from_json(r#"{"nextActions":["A","B","C"],"foo":2}"#).unwrap();
+        assert_eq!(
+            Value::Object(custom_status_merge(Some(&status), NOW)),
+            json!({
+                "CustomStatus": "{\"nextActions\":[\"A\",\"B\",\"C\"],\"foo\":2}",
+                "LastUpdatedTime": "2017-10-06T18:30:24.1234567Z",
+                "LastUpdatedTime@odata.type": "Edm.DateTime"
+            })
+        );
+        assert_eq!(
+            custom_status_merge(None, NOW)["CustomStatus"],
+            json!("null")
+        );
+    }
+
+    #[test]
+    fn state_change_bodies() {
+        let merge = |change| Value::Object(state_change_merge(&change, None, NOW));
+        assert_eq!(
+            merge(StateChange::Suspend),
+            json!({
+                "RuntimeStatus": "Suspended",
+                "LastUpdatedTime": "2017-10-06T18:30:24.1234567Z",
+                "LastUpdatedTime@odata.type": "Edm.DateTime"
+            })
+        );
+        assert_eq!(merge(StateChange::Start)["RuntimeStatus"], "Running");
+        assert_eq!(merge(StateChange::Resume)["RuntimeStatus"], "Running");
+        let completed = merge(StateChange::Complete {
+            output: Some(JsonText::from_value(&42).unwrap()),
+        });
+        assert_eq!(completed["RuntimeStatus"], "Completed");
+        assert_eq!(completed["Output"], "42");
+        assert_eq!(completed["CompletedTime"], "2017-10-06T18:30:24.1234567Z");
+        assert_eq!(completed["CompletedTime@odata.type"], "Edm.DateTime");
+        let failed = merge(StateChange::Fail {
+            error: "boom \"x\"".into(),
+        });
+        assert_eq!(failed["RuntimeStatus"], "Failed");
+        assert_eq!(failed["Output"], "\"boom \\\"x\\\"\"");
+        let terminated = merge(StateChange::Terminate {
+            reason: "stop".into(),
+        });
+        assert_eq!(terminated["RuntimeStatus"], "Terminated");
+        assert_eq!(terminated["Output"], "\"stop\"");
+        let change = StateChange::ContinueAsNew {
+            input: Some(JsonText::from_value(&[1, 2]).unwrap()),
+            generation: None,
+        };
+        let execution = NewExecution {
+            execution_id: "e2",
+            generation: 3,
+        };
+        let continued = Value::Object(state_change_merge(&change, Some(&execution), NOW));
+        assert_eq!(continued["RuntimeStatus"], "ContinuedAsNew");
+        assert_eq!(continued["ExecutionId"], "e2");
+        assert_eq!(continued["Input"], "[1,2]");
+        assert_eq!(continued["Generation"], 3);
+        assert!(continued.get("CompletedTime").is_none());
+    }
+
+    #[test]
+    fn payloads_are_checked_before_sending() {
+        let err = StateChange::Fail {
+            error: "x".repeat(40_000),
+        }
+        .validate()
+        .unwrap_err();
+        assert!(err.to_string().starts_with("error is too large"), "{err}");
+        let err = StateChange::ContinueAsNew {
+            input: None,
+            generation: Some(-1),
+        }
+        .validate()
+        .unwrap_err();
+        assert!(err.to_string().contains("generation"), "{err}");
+    }
+
+    #[test]
+    fn decode_reads_what_other_tools_write() {
+        let entity: Entity = serde_json::from_value(json!({
+            "PartitionKey": "a^0b",
+            "RowKey": "",
+            "Name": "N",
+            "RuntimeStatus": "SomethingNew",
+            "CustomStatus": "null",
+            "CreatedTime": "2017-10-06T18:30:24Z",
+            "Generation": "7",
+            "Tags": "not json"
+        }))
+        .unwrap();
+        let status = decode_instance(&entity, ETag::new("W/\"1\"")).unwrap();
+        assert_eq!(status.instance_id, "a/b");
+        assert_eq!(status.runtime_status, RuntimeStatus::Unknown);
+        assert_eq!(status.custom_status, None);
+        assert_eq!(status.created_time, datetime!(2017-10-06 18:30:24 UTC));
+        assert_eq!(status.last_updated_time, status.created_time);
+        assert_eq!(status.generation, 7);
+        assert!(status.tags.is_empty());
+        assert_eq!(status.input, None);
+        assert!(decode_instance(&Entity::new(), ETag::new("x")).is_err());
+    }
+}

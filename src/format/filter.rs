@@ -1,0 +1,109 @@
+//! OData filters over the Instances table. Every value is quoted, with its
+//! quotes doubled, so that no value can change a filter's meaning.
+
+use time::OffsetDateTime;
+
+use crate::format::keys::{escape_key, prefix_upper_bound};
+use crate::format::time::format_time;
+use crate::model::RuntimeStatus;
+
+/// A string literal for an OData filter: quoted, quotes doubled.
+pub(crate) fn odata_string(value: &str) -> String {
+    format!("'{}'", value.replace('\'', "''"))
+}
+
+/// The conditions of a listing, combined with "and" (statuses with "or").
+#[derive(Debug, Clone, Default, PartialEq)]
+pub(crate) struct InstanceFilter<'a> {
+    pub statuses: &'a [RuntimeStatus],
+    pub created_from: Option<OffsetDateTime>,
+    pub created_to: Option<OffsetDateTime>,
+    /// An instance-id prefix, unescaped: the filter is a key range on its
+    /// escaped form, so only matching rows are read.
+    pub instance_id_prefix: Option<&'a str>,
+    pub task_hub_name: Option<&'a str>,
+}
+
+impl InstanceFilter<'_> {
+    /// The OData text; `None` for every row.
+    pub(crate) fn to_odata(&self) -> Option<String> {
+        let mut parts = Vec::new();
+        if let Some(prefix) = self.instance_id_prefix {
+            let low = escape_key(prefix);
+            parts.push(format!("PartitionKey ge {}", odata_string(&low)));
+            if let Some(high) = prefix_upper_bound(&low) {
+                parts.push(format!("PartitionKey lt {}", odata_string(&high)));
+            }
+        }
+        if let Some(from) = self.created_from {
+            parts.push(format!("CreatedTime ge datetime'{}'", format_time(from)));
+        }
+        if let Some(to) = self.created_to {
+            parts.push(format!("CreatedTime le datetime'{}'", format_time(to)));
+        }
+        if !self.statuses.is_empty() {
+            let any: Vec<String> = self
+                .statuses
+                .iter()
+                .map(|s| format!("RuntimeStatus eq {}", odata_string(s.name())))
+                .collect();
+            parts.push(format!("({})", any.join(" or ")));
+        }
+        if let Some(hub) = self.task_hub_name {
+            parts.push(format!("TaskHubName eq {}", odata_string(hub)));
+        }
+        (!parts.is_empty()).then(|| parts.join(" and "))
+    }
+}
+
+/// The filter of one partition (all rows of one instance's History).
+pub(crate) fn partition(partition_key: &str) -> String {
+    format!("PartitionKey eq {}", odata_string(partition_key))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use time::macros::datetime;
+
+    #[test]
+    fn filters_combine_with_and_and_statuses_with_or() {
+        let filter = InstanceFilter {
+            statuses: &[RuntimeStatus::Completed, RuntimeStatus::Failed],
+            created_from: Some(datetime!(2024-01-01 02:00 +2)),
+            created_to: Some(datetime!(2024-02-01 00:00 UTC)),
+            instance_id_prefix: Some("ord/"),
+            task_hub_name: Some("Hub"),
+        };
+        assert_eq!(
+            filter.to_odata().unwrap(),
+            "PartitionKey ge 'ord^0' and PartitionKey lt 'ord^1' \
+             and CreatedTime ge datetime'2024-01-01T00:00:00.0000000Z' \
+             and CreatedTime le datetime'2024-02-01T00:00:00.0000000Z' \
+             and (RuntimeStatus eq 'Completed' or RuntimeStatus eq 'Failed') \
+             and TaskHubName eq 'Hub'"
+        );
+        assert_eq!(InstanceFilter::default().to_odata(), None);
+    }
+
+    #[test]
+    fn values_cannot_change_the_filter() {
+        assert_eq!(odata_string("x' or '1' eq '1"), "'x'' or ''1'' eq ''1'");
+        let filter = InstanceFilter {
+            instance_id_prefix: Some("x' or 'a' eq 'a"),
+            task_hub_name: Some("h') or (1 eq 1"),
+            ..InstanceFilter::default()
+        }
+        .to_odata()
+        .unwrap();
+        assert!(
+            filter.contains("PartitionKey ge 'x'' or ''a'' eq ''a'"),
+            "{filter}"
+        );
+        assert!(
+            filter.contains("TaskHubName eq 'h'') or (1 eq 1'"),
+            "{filter}"
+        );
+        assert_eq!(partition("a'b"), "PartitionKey eq 'a''b'");
+    }
+}

@@ -1,0 +1,239 @@
+//! The client crate's errors, mapped into the crate's [`Error`] in one place,
+//! and what each means for a retry.
+
+use azure_core::error::ErrorKind;
+
+use crate::error::{Cause, Error, TransportKind};
+
+/// Whether a failed request may be sent again, and whether the service may
+/// have applied it although no answer came.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Retry {
+    /// Not retryable: the answer is final.
+    No,
+    /// Retryable, and the request was certainly not applied (throttled, or
+    /// no connection was made).
+    Safe,
+    /// Retryable, but the request may have been applied: its answer was lost
+    /// or the service failed midway.
+    Uncertain,
+}
+
+/// Maps a client crate error, and says whether to retry it. URLs lose their
+/// query string (where a SAS token would be); a service error keeps the
+/// service's own message, not the client's dump of the whole response.
+pub(crate) fn map_error(error: azure_core::Error, endpoint: &str) -> (Error, Retry) {
+    match error.kind().clone() {
+        ErrorKind::HttpResponse {
+            status: code,
+            error_code,
+        } => {
+            let status = u16::from(code);
+            let retry = match status {
+                // Throttled: refused before any work.
+                429 | 503 => Retry::Safe,
+                408 | 500 | 502 | 504 => Retry::Uncertain,
+                _ => Retry::No,
+            };
+            let message = error
+                .as_http_error()
+                .and_then(|e| e.error_message())
+                .and_then(|m| m.lines().next())
+                .filter(|m| !m.trim().is_empty())
+                .map(|m| redact_urls(m.trim()))
+                .unwrap_or_else(|| code.canonical_reason().to_owned());
+            (
+                Error::Storage {
+                    status,
+                    code: error_code,
+                    message,
+                },
+                retry,
+            )
+        }
+        ErrorKind::Io => transport(error, endpoint),
+        ErrorKind::Credential => (Error::Config(redact_urls(&error_chain(&error))), Retry::No),
+        // Building a request or reading an answer: not the network's fault.
+        _ => (
+            Error::Transport {
+                message: redact_urls(&error_chain(&error)),
+                kind: TransportKind::Other,
+                source: None,
+            },
+            Retry::No,
+        ),
+    }
+}
+
+/// A request that got no answer. The cause is the HTTP client's error with
+/// its URL removed.
+fn transport(error: azure_core::Error, endpoint: &str) -> (Error, Retry) {
+    let http = find::<reqwest::Error>(&error);
+    let kind = match http {
+        Some(e) if e.is_connect() => TransportKind::Connect,
+        Some(e) if e.is_timeout() => TransportKind::Timeout,
+        _ => TransportKind::Interrupted,
+    };
+    let refused_on_loopback = kind == TransportKind::Connect
+        && is_loopback(endpoint)
+        && find::<std::io::Error>(&error)
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::ConnectionRefused);
+    let message = match kind {
+        TransportKind::Connect => format!("cannot connect to {endpoint}"),
+        TransportKind::Timeout => format!("{endpoint} did not answer in time"),
+        _ => format!("the connection to {endpoint} broke before the answer came"),
+    };
+    let retry = match kind {
+        // Nothing listens on this machine's port: an emulator that is not
+        // running will not start within a retry budget. Say so at once.
+        TransportKind::Connect if refused_on_loopback => Retry::No,
+        TransportKind::Connect => Retry::Safe,
+        _ => Retry::Uncertain,
+    };
+    let source: Cause = match error.into_inner() {
+        Ok(inner) => match inner.downcast::<reqwest::Error>() {
+            Ok(http) => Box::new(http.without_url()),
+            Err(other) => Box::new(Redacted(redact_urls(&error_chain(other.as_ref())))),
+        },
+        Err(error) => Box::new(Redacted(redact_urls(&error_chain(&error)))),
+    };
+    (
+        Error::Transport {
+            message,
+            kind,
+            source: Some(source),
+        },
+        retry,
+    )
+}
+
+fn is_loopback(endpoint: &str) -> bool {
+    let host = endpoint
+        .split_once("://")
+        .map_or(endpoint, |(_, rest)| rest)
+        .split('/')
+        .next()
+        .unwrap_or_default();
+    let name = match host.strip_prefix('[') {
+        Some(v6) => v6.split(']').next().unwrap_or_default(),
+        None => host.rsplit_once(':').map_or(host, |(name, _)| name),
+    };
+    name.eq_ignore_ascii_case("localhost")
+        || name
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
+/// The error and its causes, outermost first.
+fn causes(error: &azure_core::Error) -> impl Iterator<Item = &(dyn std::error::Error + 'static)> {
+    std::iter::successors(Some(error as &(dyn std::error::Error + 'static)), |e| {
+        e.source()
+    })
+}
+
+fn find<T: std::error::Error + 'static>(error: &azure_core::Error) -> Option<&T> {
+    causes(error).find_map(|e| e.downcast_ref::<T>())
+}
+
+fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(inner) = source {
+        text.push_str(": ");
+        text.push_str(&inner.to_string());
+        source = inner.source();
+    }
+    text
+}
+
+/// An error known only by its (redacted) text.
+#[derive(Debug)]
+struct Redacted(String);
+
+impl std::fmt::Display for Redacted {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for Redacted {}
+
+/// Drops the query string of every URL in `text` (up to the next space,
+/// quote or closing parenthesis; encoded query values hold none of them).
+pub(crate) fn redact_urls(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(start) = rest.find("://") {
+        let url_end = rest[start..]
+            .find(char::is_whitespace)
+            .map_or(rest.len(), |i| start + i);
+        match rest[start..url_end].find('?') {
+            Some(q) => {
+                let query_start = start + q;
+                let query_end = rest[query_start..]
+                    .find(|c: char| c.is_whitespace() || matches!(c, ')' | '"' | '\'' | '>'))
+                    .map_or(rest.len(), |i| query_start + i);
+                out.push_str(&rest[..query_start]);
+                out.push_str("?<redacted>");
+                rest = &rest[query_end..];
+            }
+            None => {
+                out.push_str(&rest[..url_end]);
+                rest = &rest[url_end..];
+            }
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_in_errors_lose_their_query_string() {
+        let text = "error sending request for url (https://a.table.core.windows.net/T()?sv=1&sig=SECRET): refused";
+        let redacted = redact_urls(text);
+        assert!(!redacted.contains("SECRET"), "{redacted}");
+        assert_eq!(redacted, "error sending request for url (https://a.table.core.windows.net/T()?<redacted>): refused");
+        assert_eq!(redact_urls("no url here"), "no url here");
+    }
+
+    #[test]
+    fn loopback_endpoints() {
+        for endpoint in [
+            "http://127.0.0.1:10002/devstoreaccount1",
+            "http://localhost:1",
+            "http://[::1]:10002/x",
+        ] {
+            assert!(is_loopback(endpoint), "{endpoint}");
+        }
+        for endpoint in [
+            "https://acct.table.core.windows.net",
+            "http://10.0.0.1:10002/devstoreaccount1",
+        ] {
+            assert!(!is_loopback(endpoint), "{endpoint}");
+        }
+    }
+
+    #[test]
+    fn service_errors_say_whether_a_retry_may_repeat_the_write() {
+        let answer = |status: u16| {
+            let error = azure_core::Error::new(
+                ErrorKind::HttpResponse {
+                    status: azure_core::StatusCode::try_from(status).unwrap(),
+                    error_code: None,
+                },
+                Redacted("x".into()),
+            );
+            map_error(error, "http://127.0.0.1:1").1
+        };
+        assert_eq!(answer(503), Retry::Safe);
+        assert_eq!(answer(429), Retry::Safe);
+        assert_eq!(answer(500), Retry::Uncertain);
+        assert_eq!(answer(408), Retry::Uncertain);
+        assert_eq!(answer(412), Retry::No);
+        assert_eq!(answer(404), Retry::No);
+    }
+}
