@@ -12,6 +12,7 @@ use crate::model::InstanceStatus;
 /// names and order of the original.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(rename_all = "camelCase")]
+#[non_exhaustive]
 pub struct StatusPayload {
     /// The orchestrator's name.
     pub name: String,

@@ -202,7 +202,7 @@ async fn purge_instances(State(api): State<HttpApi>, RawQuery(query): RawQuery) 
     let store = api.store_for(params.get("taskHub"))?;
     let _one_at_a_time = api.one_purge_at_a_time().await;
     let done = store.purge(&filter).await.map_err(|error| {
-        let message = error_chain(&error);
+        let message = crate::error::chain_text(&error);
         match error {
             crate::Error::PurgeInterrupted { source, .. } => {
                 ApiError::new(ApiError::from(*source).status, message)
@@ -243,18 +243,6 @@ async fn instance_operation(
     let store = api.store_for(params.get("taskHub"))?;
     store.change_state(&id, &change).await?;
     Ok(StatusCode::ACCEPTED.into_response())
-}
-
-/// An error and its causes, on one line.
-fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }
 
 async fn instance_operation_with_argument(

@@ -269,7 +269,7 @@ impl From<Error> for ApiError {
     fn from(error: Error) -> Self {
         let status = match &error {
             Error::Invalid { .. } | Error::TooLarge { .. } => StatusCode::BAD_REQUEST,
-            Error::NotFound { .. } => StatusCode::NOT_FOUND,
+            Error::NotFound { .. } | Error::TableNotFound { .. } => StatusCode::NOT_FOUND,
             Error::Terminal { .. } => StatusCode::GONE,
             Error::NotTerminal { .. } => StatusCode::PRECONDITION_FAILED,
             Error::AlreadyExists { .. } | Error::Conflict { .. } => StatusCode::CONFLICT,

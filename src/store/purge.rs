@@ -155,6 +155,7 @@ impl PurgeFilter {
 
 /// How far a purge has come.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct PurgeProgress {
     /// Matching rows read so far.
     pub scanned: u64,

@@ -236,6 +236,7 @@ pub(crate) fn decode_token(token: &str) -> Result<Continuation> {
 
 /// One page of a listing.
 #[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
 pub struct InstancePage {
     /// The instances of this page; it may be empty while more follow.
     pub instances: Vec<InstanceStatus>,

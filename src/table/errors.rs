@@ -3,7 +3,7 @@
 
 use azure_core::error::ErrorKind;
 
-use crate::error::{Cause, Error, TransportKind};
+use crate::error::{chain_text, Cause, Error, TransportKind};
 
 /// Whether a failed request may be sent again, and whether the service may
 /// have applied it although no answer came.
@@ -52,11 +52,11 @@ pub(crate) fn map_error(error: azure_core::Error, endpoint: &str) -> (Error, Ret
             )
         }
         ErrorKind::Io => transport(error, endpoint),
-        ErrorKind::Credential => (Error::Config(redact_urls(&error_chain(&error))), Retry::No),
+        ErrorKind::Credential => (Error::Config(redact_urls(&chain_text(&error))), Retry::No),
         // Building a request or reading an answer: not the network's fault.
         _ => (
             Error::Transport {
-                message: redact_urls(&error_chain(&error)),
+                message: redact_urls(&chain_text(&error)),
                 kind: TransportKind::Other,
                 source: None,
             },
@@ -93,9 +93,9 @@ fn transport(error: azure_core::Error, endpoint: &str) -> (Error, Retry) {
     let source: Cause = match error.into_inner() {
         Ok(inner) => match inner.downcast::<reqwest::Error>() {
             Ok(http) => Box::new(http.without_url()),
-            Err(other) => Box::new(Redacted(redact_urls(&error_chain(other.as_ref())))),
+            Err(other) => Box::new(Redacted(redact_urls(&chain_text(other.as_ref())))),
         },
-        Err(error) => Box::new(Redacted(redact_urls(&error_chain(&error)))),
+        Err(error) => Box::new(Redacted(redact_urls(&chain_text(&error)))),
     };
     (
         Error::Transport {
@@ -133,17 +133,6 @@ fn causes(error: &azure_core::Error) -> impl Iterator<Item = &(dyn std::error::E
 
 fn find<T: std::error::Error + 'static>(error: &azure_core::Error) -> Option<&T> {
     causes(error).find_map(|e| e.downcast_ref::<T>())
-}
-
-fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(inner) = source {
-        text.push_str(": ");
-        text.push_str(&inner.to_string());
-        source = inner.source();
-    }
-    text
 }
 
 /// An error known only by its (redacted) text.

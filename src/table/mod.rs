@@ -229,17 +229,7 @@ impl TableClient {
         entity: &Entity,
         condition: &WriteCondition,
     ) -> Written<ETag> {
-        if let Err(e) = check_entity(pk, rk, entity) {
-            return Written::refused(e);
-        }
-        self.send(|| async {
-            let response = self
-                .entity(pk, rk)
-                .merge(entity, if_match(condition))?
-                .await?;
-            Ok(ETag::new(response.etag.to_string()))
-        })
-        .await
+        self.update(pk, rk, entity, condition, Update::Merge).await
     }
 
     /// Replaces an existing entity whole (404 when absent).
@@ -250,14 +240,27 @@ impl TableClient {
         entity: &Entity,
         condition: &WriteCondition,
     ) -> Written<ETag> {
+        self.update(pk, rk, entity, condition, Update::Replace)
+            .await
+    }
+
+    async fn update(
+        &self,
+        pk: &str,
+        rk: &str,
+        entity: &Entity,
+        condition: &WriteCondition,
+        how: Update,
+    ) -> Written<ETag> {
         if let Err(e) = check_entity(pk, rk, entity) {
             return Written::refused(e);
         }
         self.send(|| async {
-            let response = self
-                .entity(pk, rk)
-                .update(entity, if_match(condition))?
-                .await?;
+            let client = self.entity(pk, rk);
+            let response = match how {
+                Update::Merge => client.merge(entity, if_match(condition))?.await?,
+                Update::Replace => client.update(entity, if_match(condition))?.await?,
+            };
             Ok(ETag::new(response.etag.to_string()))
         })
         .await
@@ -293,6 +296,13 @@ impl TableClient {
             .partition_key_client(odata_key(pk))
             .entity_client(odata_key(rk))
     }
+}
+
+/// How an update writes an existing entity.
+#[derive(Debug, Clone, Copy)]
+enum Update {
+    Merge,
+    Replace,
 }
 
 impl<T> Written<T> {
