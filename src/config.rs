@@ -134,6 +134,14 @@ impl StorageConfig {
         let table_endpoint = match get("TableEndpoint") {
             Some(endpoint) => {
                 let endpoint = endpoint.trim_end_matches('/');
+                if endpoint.contains('?') {
+                    // Never quoted: a query string here is likely a SAS.
+                    return Err(Error::Config(
+                        "TableEndpoint must not hold a query string; give a SAS as \
+                         SharedAccessSignature"
+                            .into(),
+                    ));
+                }
                 if !(endpoint.starts_with("https://") || endpoint.starts_with("http://")) {
                     return Err(Error::Config(format!(
                         "TableEndpoint must be an http(s) URL, got '{endpoint}'"
@@ -439,6 +447,10 @@ mod tests {
             (
                 &format!("AccountName=a;AccountKey={KEY};Broken"),
                 "'Broken'",
+            ),
+            (
+                &format!("TableEndpoint=https://a.table.core.windows.net/?sv=1&sig={KEY};AccountName=a;AccountKey={KEY}"),
+                "must not hold a query string",
             ),
         ] {
             let err = StorageConfig::from_connection_string(text)

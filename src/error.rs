@@ -226,6 +226,14 @@ impl Error {
         }
     }
 
+    /// The HTTP status of a storage error.
+    pub(crate) fn http_status(&self) -> Option<u16> {
+        match self {
+            Error::Storage { status, .. } => Some(*status),
+            _ => None,
+        }
+    }
+
     pub(crate) fn transport(message: impl Into<String>) -> Self {
         Error::Transport {
             message: message.into(),

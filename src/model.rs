@@ -207,7 +207,9 @@ impl JsonText {
     pub fn parse(field: &'static str, text: impl Into<String>) -> Result<Self> {
         let text = text.into();
         let compact = match json::compact(&text) {
-            Ok(Cow::Borrowed(_)) => text,
+            // The text itself, or the value without surrounding whitespace.
+            Ok(Cow::Borrowed(value)) if value.len() == text.len() => text,
+            Ok(Cow::Borrowed(value)) => value.to_owned(),
             Ok(Cow::Owned(compact)) => compact,
             Err(problem) => {
                 return Err(Error::invalid(
@@ -444,6 +446,22 @@ mod tests {
         assert_eq!(
             CustomStatus::from_stored("plain".into()).to_value(),
             "plain"
+        );
+    }
+
+    #[test]
+    fn surrounding_whitespace_is_not_part_of_the_value() {
+        assert_eq!(
+            JsonText::parse("input", "{\"a\":1}\n").unwrap().as_str(),
+            "{\"a\":1}"
+        );
+        assert_eq!(
+            CustomStatus::from_json("  [1,2] ").unwrap().as_str(),
+            "[1,2]"
+        );
+        assert_eq!(
+            CustomStatus::from_json("  [1,2] ").unwrap().utf16_size(),
+            10
         );
     }
 

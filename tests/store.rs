@@ -788,10 +788,24 @@ async fn opening_a_hub_sends_nothing_and_finds_nothing() -> Result<()> {
         store.get("x").await?.is_none(),
         "the table does not exist, and that reads as absent"
     );
-    assert!(matches!(
-        store.start("x").await,
-        Err(Error::NotFound { .. })
-    ));
+    for err in [
+        store.start("x").await.unwrap_err(),
+        store.terminate("x", "r").await.unwrap_err(),
+        store
+            .update_custom_status("x", |_| Ok(None))
+            .await
+            .unwrap_err(),
+        store.set_custom_status("x", None).await.unwrap_err(),
+    ] {
+        assert!(
+            matches!(err, Error::TableNotFound { .. }),
+            "the table is missing, not the instance: {err}"
+        );
+    }
+    assert!(
+        !store.purge_terminal_instance("x").await?,
+        "nothing to purge"
+    );
     Ok(())
 }
 

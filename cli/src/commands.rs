@@ -445,7 +445,8 @@ async fn list(
             Ok(())
         };
     if all {
-        let mut stream = store.query(query).try_chunks(page_size);
+        // A page size of 0 is refused by the query, as the stream's first item.
+        let mut stream = store.query(query).try_chunks(page_size.max(1));
         let mut header = true;
         while let Some(chunk) = stream.try_next().await.map_err(|e| e.1)? {
             print(&chunk, out, header)?;

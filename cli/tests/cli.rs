@@ -244,6 +244,8 @@ fn bad_arguments_are_one_line_errors() {
     );
     let err = hub.fails(&["list", "--top", "5000"]);
     assert!(err.contains("page size") && err.contains("5000"), "{err}");
+    let err = hub.fails(&["list", "--all", "--top", "0"]);
+    assert!(err.starts_with("error: invalid page size: 0"), "{err}");
     let err = hub.fails(&["create", "x", "--name", "X", "--input", "{oops"]);
     assert!(err.starts_with("error: invalid input: not JSON"), "{err}");
     let mut bad_hub = Hub::new();

@@ -128,16 +128,17 @@ impl StateChange {
     /// Checks the payload sizes; nothing is sent when this fails.
     pub(crate) fn validate(&self) -> Result<()> {
         match self {
-            StateChange::ContinueAsNew {
-                input: Some(input), ..
-            } => check_string("input", input.as_str()),
-            StateChange::ContinueAsNew {
-                generation: Some(generation),
-                ..
-            } if *generation < 0 => Err(Error::invalid(
-                "generation",
-                format!("{generation} is negative"),
-            )),
+            StateChange::ContinueAsNew { input, generation } => {
+                if let Some(generation) = generation.filter(|g| *g < 0) {
+                    return Err(Error::invalid(
+                        "generation",
+                        format!("{generation} is negative"),
+                    ));
+                }
+                input
+                    .as_ref()
+                    .map_or(Ok(()), |input| check_string("input", input.as_str()))
+            }
             StateChange::Complete {
                 output: Some(output),
             } => check_string("output", output.as_str()),
@@ -379,7 +380,7 @@ mod tests {
         .unwrap_err();
         assert!(err.to_string().starts_with("error is too large"), "{err}");
         let err = StateChange::ContinueAsNew {
-            input: None,
+            input: Some(JsonText::from_value(&1).unwrap()),
             generation: Some(-1),
         }
         .validate()

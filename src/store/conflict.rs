@@ -42,7 +42,9 @@ impl InstanceStore {
     /// the row holds another writer's change instead, the store cannot tell
     /// whether this write landed before it: a conditional write then answers
     /// [`Error::OutcomeUnknown`] rather than guess (a retry of the caller's
-    /// could apply it twice).
+    /// could apply it twice). When the row is still at the version the write
+    /// was conditional on, the write certainly did not land, and its error
+    /// stands.
     pub(crate) async fn settle<T>(
         &self,
         instance_id: &str,
@@ -59,25 +61,32 @@ impl InstanceStore {
         if !written.uncertain {
             return Err(self.write_error(error, instance_id));
         }
-        match self.read(pk, Some(mark.columns())).await {
-            Ok(Some(found)) if mark.matches(&found) => return Ok(mine(found.etag)),
+        let found = self.read(pk, Some(mark.columns())).await;
+        match &found {
+            Ok(Some(row)) if mark.matches(row) => return Ok(mine(row.etag.clone())),
             Ok(None) if matches!(mark, Mark::Deleted) => return Ok(mine(ETag::new(""))),
             _ => {}
         }
+        // Certainly not applied: the row is still at the version the write
+        // was conditional on, or a deleted row is still there.
+        let not_applied = match (&found, condition) {
+            (Ok(Some(row)), WriteCondition::IfMatch(etag)) => row.etag == *etag,
+            (Ok(Some(_)), _) => matches!(mark, Mark::Deleted),
+            _ => false,
+        };
         let conditional = matches!(condition, WriteCondition::IfMatch(_));
-        match error {
-            Error::Storage {
-                status: 409 | 412, ..
-            } => Err(Error::OutcomeUnknown {
+        let unknown = conditional
+            && !not_applied
+            && (matches!(error.http_status(), Some(409 | 412)) || error.is_transient());
+        if unknown {
+            return Err(Error::OutcomeUnknown {
                 instance_id: instance_id.to_owned(),
                 source: Box::new(self.write_error(error, instance_id)),
-            }),
-            error if conditional && error.is_transient() => Err(Error::OutcomeUnknown {
-                instance_id: instance_id.to_owned(),
-                source: Box::new(error),
-            }),
-            error => Err(self.write_error(error, instance_id)),
+            });
         }
+        // An unconditional write found someone else's row: a create's id was
+        // taken before it (its own first attempt met the same row).
+        Err(self.write_error(error, instance_id))
     }
 
     /// Names the instance in the errors a write of an existing row can meet.
@@ -137,8 +146,8 @@ pub(crate) fn with_partition_key(columns: &[&'static str]) -> Vec<&'static str> 
     select
 }
 
-/// A random wait under a ceiling that doubles per attempt, from 4 ms to
-/// 256 ms: spreads competing writers apart so one of them wins each round.
+/// A random wait under a ceiling that doubles per attempt, from 8 ms (the
+/// first retry) to 256 ms: spreads competing writers apart so one of them wins each round.
 pub(crate) fn conflict_backoff(attempt: u32) -> Duration {
     let ceiling_ms = 4u64 << attempt.min(6);
     Duration::from_millis(fastrand::u64(1..=ceiling_ms))

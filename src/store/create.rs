@@ -183,6 +183,11 @@ impl InstanceStore {
                 .await;
             self.settle(&new.instance_id, &pk, replaced, &guard, mark, |e| e)
                 .await
+                // Deleted since it was read: start over, and insert.
+                .map_err(|e| match e {
+                    Error::NotFound { .. } => Error::conflict(&new.instance_id),
+                    other => other,
+                })
         })
         .await
         .map(created)

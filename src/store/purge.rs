@@ -210,8 +210,10 @@ impl InstanceStore {
         let pk = partition_key(instance_id)?;
         let deleted = self
             .retry_on_conflict(|| async {
-                let Some(found) = self.read(&pk, Some(&[RUNTIME_STATUS])).await? else {
-                    return Ok(false);
+                let found = match self.read(&pk, Some(&[RUNTIME_STATUS])).await {
+                    Ok(Some(found)) => found,
+                    Ok(None) | Err(Error::TableNotFound { .. }) => return Ok(false),
+                    Err(e) => return Err(e),
                 };
                 if !found.runtime_status.is_terminal() {
                     return Err(Error::NotTerminal {
@@ -316,7 +318,9 @@ impl InstanceStore {
                             done.skipped += 1;
                         }
                     }
-                    Some(Err(e)) => failure = Some(e),
+                    Some(Err(e)) => {
+                        failure.get_or_insert(e);
+                    }
                     None => exhausted = true,
                 },
                 else => break,
@@ -344,9 +348,11 @@ impl InstanceStore {
         let row_deleted = match deleted {
             Ok(deleted) => deleted,
             // Changed since it was read: neither the row nor its History.
-            Err(Error::Conflict { .. } | Error::OutcomeUnknown { .. }) => {
-                return Deletion::Skipped { history_rows: 0 }
-            }
+            Err(Error::Conflict { .. }) => return Deletion::Skipped { history_rows: 0 },
+            // Maybe deleted, maybe not (the service could not be asked):
+            // the purge stops on what stopped it, and a re-run finds out
+            // (running a purge again is always safe).
+            Err(Error::OutcomeUnknown { source, .. }) => return Deletion::Failed(*source),
             Err(e) => return Deletion::Failed(e),
         };
         let (history_rows, history) = if with_history {

@@ -71,17 +71,22 @@ impl InstanceStore {
     }
 
     /// Reads one instance, leaving out the payload columns the options say.
+    /// An instance of a task hub whose table does not exist is absent too.
     pub async fn get_with(
         &self,
         instance_id: &str,
         options: ReadOptions,
     ) -> Result<Option<InstanceStatus>> {
         let pk = partition_key(instance_id)?;
-        self.read(&pk, options.select().as_deref()).await
+        match self.read(&pk, options.select().as_deref()).await {
+            Err(Error::TableNotFound { .. }) => Ok(None),
+            other => other,
+        }
     }
 
     /// Reads and decodes a row: all columns, or the partition key and
-    /// `columns`. `None` when absent.
+    /// `columns`. `None` when absent; [`Error::TableNotFound`] when its
+    /// table is.
     pub(crate) async fn read(
         &self,
         pk: &str,

@@ -91,9 +91,19 @@ impl InstanceStore {
                     status: current.runtime_status,
                 });
             }
+            let generation = match next_generation(change) {
+                Some(given) => given,
+                None => current
+                    .generation
+                    .checked_add(1)
+                    .ok_or_else(|| Error::Decode {
+                        instance_id: instance_id.to_owned(),
+                        reason: format!("Generation {} cannot count one more", current.generation),
+                    })?,
+            };
             let execution = NewExecution {
                 execution_id: &execution_id,
-                generation: next_generation(change).unwrap_or(current.generation + 1),
+                generation,
             };
             let entity = state_change_merge(change, Some(&execution), OffsetDateTime::now_utc());
             let condition = WriteCondition::IfMatch(current.etag);

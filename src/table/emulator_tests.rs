@@ -102,9 +102,10 @@ async fn queries_page_and_filter_with_quoted_values() {
 }
 
 #[tokio::test]
-async fn a_missing_table_reads_as_empty_and_refuses_writes_by_name() {
+async fn a_missing_table_is_named_and_queries_it_as_empty() {
     let client = table("Exists").await.sibling("NeverCreated");
-    assert!(client.get("a", "", None).await.unwrap().is_none());
+    let err = client.get("a", "", None).await.unwrap_err();
+    assert!(matches!(err, Error::TableNotFound { .. }), "{err}");
     let page = client
         .query_page(&PageRequest::default(), None)
         .await
@@ -164,6 +165,18 @@ async fn a_server_error_makes_a_retried_write_uncertain() {
     let client = TableClient::new(&config, "Broken", &options).unwrap();
     let written = client.insert(&row("pk", "")).await;
     assert!(requests.load(Ordering::SeqCst) > 1, "500 is retried");
+    assert!(written.uncertain, "a 500 may have been applied");
+}
+
+#[tokio::test]
+async fn a_last_attempt_that_may_have_been_applied_counts_too() {
+    // No retry at all: the one attempt's 500 still leaves the write uncertain.
+    let (base, requests) = always_answering("500 Internal Server Error");
+    let config = StorageConfig::emulator_at(&base);
+    let options = StoreOptions::default().retry_budget(Duration::ZERO);
+    let client = TableClient::new(&config, "Once", &options).unwrap();
+    let written = client.insert(&row("pk", "")).await;
+    assert_eq!(requests.load(Ordering::SeqCst), 1, "no retry");
     assert!(written.uncertain, "a 500 may have been applied");
 }
 

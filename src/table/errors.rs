@@ -6,17 +6,37 @@ use azure_core::error::ErrorKind;
 use crate::error::{chain_text, Cause, Error, TransportKind};
 
 /// Whether a failed request may be sent again, and whether the service may
-/// have applied it although no answer came.
+/// have applied it although no (readable) answer came.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Retry {
-    /// Not retryable: the answer is final.
-    No,
+pub(crate) struct Retry {
+    pub retry: bool,
+    pub maybe_applied: bool,
+}
+
+impl Retry {
+    /// The answer is final, and nothing was applied (or it said what was).
+    pub const NO: Retry = Retry {
+        retry: false,
+        maybe_applied: false,
+    };
     /// Retryable, and the request was certainly not applied (throttled, or
     /// no connection was made).
-    Safe,
+    pub const SAFE: Retry = Retry {
+        retry: true,
+        maybe_applied: false,
+    };
     /// Retryable, but the request may have been applied: its answer was lost
     /// or the service failed midway.
-    Uncertain,
+    pub const UNCERTAIN: Retry = Retry {
+        retry: true,
+        maybe_applied: true,
+    };
+    /// Not retryable, and the request may have been applied: an answer came
+    /// but could not be read.
+    pub const UNREADABLE: Retry = Retry {
+        retry: false,
+        maybe_applied: true,
+    };
 }
 
 /// Maps a client crate error, and says whether to retry it. URLs lose their
@@ -31,9 +51,9 @@ pub(crate) fn map_error(error: azure_core::Error, endpoint: &str) -> (Error, Ret
             let status = u16::from(code);
             let retry = match status {
                 // Throttled: refused before any work.
-                429 | 503 => Retry::Safe,
-                408 | 500 | 502 | 504 => Retry::Uncertain,
-                _ => Retry::No,
+                429 | 503 => Retry::SAFE,
+                408 | 500 | 502 | 504 => Retry::UNCERTAIN,
+                _ => Retry::NO,
             };
             let message = error
                 .as_http_error()
@@ -52,15 +72,24 @@ pub(crate) fn map_error(error: azure_core::Error, endpoint: &str) -> (Error, Ret
             )
         }
         ErrorKind::Io => transport(error, endpoint),
-        ErrorKind::Credential => (Error::Config(redact_urls(&chain_text(&error))), Retry::No),
-        // Building a request or reading an answer: not the network's fault.
+        ErrorKind::Credential => (Error::Config(redact_urls(&chain_text(&error))), Retry::NO),
+        // An answer that could not be read: the request may have been applied.
+        ErrorKind::DataConversion => (
+            Error::Transport {
+                message: redact_urls(&chain_text(&error)),
+                kind: TransportKind::Other,
+                source: None,
+            },
+            Retry::UNREADABLE,
+        ),
+        // A request that could not be built: nothing was sent.
         _ => (
             Error::Transport {
                 message: redact_urls(&chain_text(&error)),
                 kind: TransportKind::Other,
                 source: None,
             },
-            Retry::No,
+            Retry::NO,
         ),
     }
 }
@@ -78,6 +107,7 @@ fn transport(error: azure_core::Error, endpoint: &str) -> (Error, Retry) {
         && is_loopback(endpoint)
         && find::<std::io::Error>(&error)
             .is_some_and(|io| io.kind() == std::io::ErrorKind::ConnectionRefused);
+    let endpoint = redact_urls(endpoint);
     let message = match kind {
         TransportKind::Connect => format!("cannot connect to {endpoint}"),
         TransportKind::Timeout => format!("{endpoint} did not answer in time"),
@@ -86,9 +116,9 @@ fn transport(error: azure_core::Error, endpoint: &str) -> (Error, Retry) {
     let retry = match kind {
         // Nothing listens on this machine's port: an emulator that is not
         // running will not start within a retry budget. Say so at once.
-        TransportKind::Connect if refused_on_loopback => Retry::No,
-        TransportKind::Connect => Retry::Safe,
-        _ => Retry::Uncertain,
+        TransportKind::Connect if refused_on_loopback => Retry::NO,
+        TransportKind::Connect => Retry::SAFE,
+        _ => Retry::UNCERTAIN,
     };
     let source: Cause = match error.into_inner() {
         Ok(inner) => match inner.downcast::<reqwest::Error>() {
@@ -218,11 +248,11 @@ mod tests {
             );
             map_error(error, "http://127.0.0.1:1").1
         };
-        assert_eq!(answer(503), Retry::Safe);
-        assert_eq!(answer(429), Retry::Safe);
-        assert_eq!(answer(500), Retry::Uncertain);
-        assert_eq!(answer(408), Retry::Uncertain);
-        assert_eq!(answer(412), Retry::No);
-        assert_eq!(answer(404), Retry::No);
+        assert_eq!(answer(503), Retry::SAFE);
+        assert_eq!(answer(429), Retry::SAFE);
+        assert_eq!(answer(500), Retry::UNCERTAIN);
+        assert_eq!(answer(408), Retry::UNCERTAIN);
+        assert_eq!(answer(412), Retry::NO);
+        assert_eq!(answer(404), Retry::NO);
     }
 }

@@ -32,7 +32,7 @@ use crate::error::{Error, Result};
 use crate::format::columns::{Entity, PARTITION_KEY, ROW_KEY};
 use crate::format::limits::check_entity;
 use crate::model::{ETag, WriteCondition};
-use errors::{map_error, Retry};
+use errors::map_error;
 
 /// How long a pooled connection may idle: under the emulator's 5 s
 /// keep-alive, so a request never lands on a connection the server is closing.
@@ -53,7 +53,7 @@ pub(crate) struct TableClient {
 impl fmt::Debug for TableClient {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("TableClient")
-            .field("endpoint", &self.endpoint)
+            .field("endpoint", &errors::redact_urls(&self.endpoint))
             .field("table", &self.table.table_name())
             .finish()
     }
@@ -157,14 +157,16 @@ impl TableClient {
                 },
                 other => other,
             };
+            // Recorded before deciding to give up: the last attempt too may
+            // have been applied.
+            uncertain |= retry.maybe_applied;
             let pause = delay.mul_f64(0.5 + fastrand::f64() / 2.0);
-            if retry == Retry::No || Instant::now() + pause > deadline {
+            if !retry.retry || Instant::now() + pause > deadline {
                 return Written {
                     result: Err(error),
                     uncertain,
                 };
             }
-            uncertain |= retry == Retry::Uncertain;
             tracing::debug!(%error, ?pause, "retrying a table request");
             tokio::time::sleep(pause).await;
             delay = (delay * 2).min(MAX_RETRY_DELAY);
@@ -175,7 +177,11 @@ impl TableClient {
     pub(crate) async fn create_table_if_missing(&self) -> Result<()> {
         match self.send(|| self.table.create().into_future()).await.result {
             Ok(_) => Ok(()),
-            Err(Error::Storage { status: 409, .. }) => Ok(()),
+            Err(Error::Storage {
+                status: 409,
+                code: Some(code),
+                ..
+            }) if code == "TableAlreadyExists" => Ok(()),
             Err(other) => Err(other),
         }
     }
@@ -193,8 +199,8 @@ impl TableClient {
         .await
     }
 
-    /// Reads one entity, optionally only some columns. `None` when absent
-    /// (or when its table is).
+    /// Reads one entity, optionally only some columns. `None` when absent;
+    /// [`Error::TableNotFound`] when its table is.
     pub(crate) async fn get(
         &self,
         pk: &str,
@@ -216,7 +222,7 @@ impl TableClient {
                 response.entity,
                 ETag::new(response.etag.to_string()),
             ))),
-            Err(Error::Storage { status: 404, .. } | Error::TableNotFound { .. }) => Ok(None),
+            Err(Error::Storage { status: 404, .. }) => Ok(None),
             Err(other) => Err(other),
         }
     }
@@ -284,7 +290,8 @@ impl TableClient {
         Written {
             result: match sent.result {
                 Ok(_) => Ok(true),
-                Err(Error::Storage { status: 404, .. }) => Ok(false),
+                // Nothing to delete: no row, or no table.
+                Err(Error::Storage { status: 404, .. } | Error::TableNotFound { .. }) => Ok(false),
                 Err(other) => Err(other),
             },
             uncertain: sent.uncertain,
