@@ -21,7 +21,7 @@
 //! [`Azurite::install_dir`] tells which folder that is, and
 //! [`Azurite::start_in`] uses a folder of the caller's choice instead.
 //!
-//! Installs need Node.js 18 or later and npm on `PATH`, and the npm registry
+//! Installs need Node.js 20 or later and npm on `PATH`, and the npm registry
 //! (or npm's own cache) on first use. Concurrent callers (test binaries run
 //! in parallel) take turns with an OS file lock in the folder, which the
 //! kernel releases when its holder dies. An install counts only once npm has
@@ -68,7 +68,7 @@ const INSTALL_STAMP: &str = "node_modules/.durable-status-install";
 /// The subfolder of the user's cache folder.
 const CACHE_SUBDIR: &str = "durable-status";
 /// What an install needs, said in every error about running node or npm.
-const NODE_REQUIREMENT: &str = "Node.js 18 or later and npm on PATH";
+const NODE_REQUIREMENT: &str = "Node.js 20 or later and npm on PATH";
 
 const READY_LINE: &str = "successfully started";
 const START_TIMEOUT: Duration = Duration::from_secs(30);
