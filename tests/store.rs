@@ -958,3 +958,53 @@ async fn the_suite_can_delete_the_tables_it_created() -> Result<()> {
     );
     Ok(())
 }
+
+/// Arrays nested `depth` deep around a number.
+fn nested(depth: usize) -> String {
+    format!("{}1{}", "[".repeat(depth), "]".repeat(depth))
+}
+
+#[tokio::test]
+async fn what_is_accepted_reads_back_as_the_same_json() -> Result<()> {
+    let store = common::store().await;
+    created(&store, "json").await?;
+    // Refused up front, naming the problem: nothing a reader would refuse.
+    for (text, problem) in [
+        (nested(200), "deeper"),
+        (nested(4_000), "deeper"),
+        (r#""\ud800""#.to_owned(), "surrogate"),
+        (r#"{"a":"\udc00x"}"#.to_owned(), "surrogate"),
+    ] {
+        let err = CustomStatus::from_json(text.clone()).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                Error::Invalid {
+                    field: "custom status",
+                    ..
+                }
+            ),
+            "{err}"
+        );
+        assert!(err.to_string().contains(problem), "{problem}: {err}");
+        let err = JsonText::parse("input", text).unwrap_err();
+        assert!(
+            matches!(err, Error::Invalid { field: "input", .. }),
+            "{err}"
+        );
+    }
+    // The deepest accepted value is served as JSON, not as a string of text.
+    let deepest = nested(durable_status::MAX_JSON_DEPTH);
+    store
+        .set_custom_status("json", Some(&CustomStatus::from_json(deepest.clone())?))
+        .await?;
+    store
+        .complete("json", Some(JsonText::parse("output", deepest.clone())?))
+        .await?;
+    let status = store.get("json").await?.unwrap();
+    let served = serde_json::to_value(durable_status::StatusPayload::new(&status, true))?;
+    let expected: serde_json::Value = serde_json::from_str(&deepest)?;
+    assert_eq!(served["customStatus"], expected);
+    assert_eq!(served["output"], expected);
+    Ok(())
+}
