@@ -2,8 +2,47 @@
 //! filter, concurrently with a bound.
 //!
 //! A purge by filter needs a created-time range, purges terminal instances
-//! unless told otherwise, and deletes each row only at the version it read:
-//! an instance that changed in between is skipped, never deleted.
+//! unless told otherwise, and deletes nothing of an instance that is not at
+//! the version it read: an instance that changed in between is skipped.
+//!
+//! # A purge finishes what it started
+//!
+//! An instance is its row in `{hub}Instances` and its partition in
+//! `{hub}History`, and no transaction spans two tables. The row is what a
+//! purge by filter finds, so it goes last: whatever stops a purge (a kill, a
+//! lost connection, between any two requests), an instance it did not finish
+//! still has its row at the version read, and running the purge again finds
+//! it and finishes it. For each instance read at ETag `E`:
+//!
+//! 1. a snapshot of its History partition: each row's RowKey and ETag;
+//! 2. before each batch of at most 100 of those rows, one read of the
+//!    instance row's PartitionKey: not at `E` any more (a new run with the
+//!    same id, a rewind, any write), the instance is skipped and nothing more
+//!    of it is deleted;
+//! 3. the batch, each delete conditional on its row's snapshot ETag. A row
+//!    gone already (404: another purge, or this batch's own retry) takes a
+//!    new snapshot (five at most); a row at another version (412) stops as
+//!    in 2;
+//! 4. the row, conditional on `E`.
+//!
+//! Why only the run that was read loses rows: an ETag never comes back, so
+//! a row at `E` at the scan and at a check was at `E` throughout, and a new
+//! run writes its row before its History (as the Durable Task provider does):
+//! every snapshot row a batch deletes was written before the check that
+//! precedes it. Rows a new run adds after a check are in no snapshot; a row
+//! it rewrites has another ETag, and Table Storage rolls the batch back (the
+//! Azurite emulator does not check `If-Match` inside batches). Checking
+//! before every batch, not once, bounds what a change during a long History
+//! can cost to one batch, and costs nothing more for histories of up to 100
+//! rows. Not chosen: marking the row "being purged" first (a write that
+//! readers would see and other writers would trip on), or telling runs
+//! apart by the ExecutionId column of History rows (not every writer sets
+//! it, and continue-as-new keeps the partition).
+//!
+//! Cost of a purged instance with `h` History rows: one query per 1,000
+//! rows, a read and a batch per 100 rows, and the delete: 4 requests for a
+//! few rows (3 before this order), 2 with none, 1 on a task hub without a
+//! History table.
 
 use futures::stream::FuturesUnordered;
 use futures::{Stream, StreamExt, TryStreamExt};
@@ -12,7 +51,7 @@ use time::OffsetDateTime;
 use super::query::{InstanceQuery, MAX_PAGE_SIZE};
 use super::InstanceStore;
 use crate::error::{Error, Result};
-use crate::format::columns::{PARTITION_KEY, ROW_KEY, RUNTIME_STATUS};
+use crate::format::columns::{INSTANCE_ROW_KEY, PARTITION_KEY, ROW_KEY, RUNTIME_STATUS};
 use crate::format::entity::{row_partition_key, row_status};
 use crate::format::filter;
 use crate::format::keys::{history_table, partition_key, unescape_key};
@@ -169,64 +208,102 @@ pub struct PurgeProgress {
     pub history_rows_deleted: u64,
 }
 
-/// What became of one instance a purge tried to delete.
+/// What became of one instance a purge tried to delete. History rows
+/// deleted are counted whatever became of the instance.
 enum Deletion {
     Deleted {
         history_rows: u64,
     },
-    /// Changed or gone since it was read (a row gone still has its History
-    /// deleted).
+    /// Changed or gone since it was read: its row is left, and what is left
+    /// of its History.
     Skipped {
         history_rows: u64,
     },
-    /// The row is gone; some of its History rows are not.
-    HistoryFailed {
-        row_deleted: bool,
+    /// A request failed: the row is still there (or its delete's answer was
+    /// lost), so a re-run finds the instance and finishes it.
+    Failed {
         history_rows: u64,
         error: Error,
     },
-    Failed(Error),
 }
 
+/// Which of an instance's History rows a purge may delete.
+#[derive(Clone, Copy)]
+enum Guard<'a> {
+    /// Whatever is there: an unconditional purge.
+    Any,
+    /// Only while the instance row is at this version (`None`: absent), each
+    /// History row at the version its snapshot read.
+    Version(Option<&'a ETag>),
+}
+
+/// How far the History purge of one instance came.
+enum HistoryPurged {
+    /// Every row of the snapshot is gone.
+    Done,
+    /// The instance changed: its row left the version read, or a History
+    /// row did. Nothing more of it was deleted.
+    Changed,
+}
+
+/// Re-reads of a History partition after a batch met a row gone already.
+const HISTORY_REREADS: u32 = 5;
+
 impl InstanceStore {
-    /// Deletes one instance whatever its status: `Ok(true)` when it was
-    /// deleted, `Ok(false)` when there was nothing to delete. Either way it
-    /// is gone. Its rows in the task hub's History table are deleted too.
+    /// Deletes one instance whatever its status: `Ok(true)` when its row was
+    /// deleted, `Ok(false)` when there was no row. Its History rows go first,
+    /// also when the row is gone (an earlier purge of it may have stopped
+    /// midway), then the row: stopped at any point, running it again
+    /// finishes the job.
     pub async fn purge_instance(&self, instance_id: &str) -> Result<bool> {
         let pk = partition_key(instance_id)?;
-        let deleted = self
-            .delete_row(instance_id, &pk, &WriteCondition::Unconditional)
-            .await?;
-        // Its History too, also when the row was gone already: a re-run
-        // finishes a purge that stopped between the two.
-        self.purge_history_of_one(&pk).await?;
-        Ok(deleted)
+        match self.purge_history(&pk, Guard::Any).await {
+            (_, Ok(_)) => {}
+            (_, Err(Error::Storage { status: 403, .. })) => self.warn_no_history_access(),
+            (_, Err(e)) => return Err(e),
+        }
+        self.delete_row(instance_id, &pk, &WriteCondition::Unconditional)
+            .await
     }
 
     /// Deletes one instance only if it is terminal, at the version read: a
     /// run that is still going is never purged. `Ok(false)` when there was
-    /// nothing to delete; [`Error::NotTerminal`] when it is not terminal.
+    /// no row to delete (History rows left without one are deleted, at the
+    /// version read); [`Error::NotTerminal`] when it is not terminal.
+    ///
+    /// As a purge by filter: its History first, each batch only while the
+    /// row is still at the version read, then the row. An instance that
+    /// changes meanwhile (a new run with the same id) is read again, and
+    /// then purged or refused on what it has become.
     pub async fn purge_terminal_instance(&self, instance_id: &str) -> Result<bool> {
         let pk = partition_key(instance_id)?;
-        let deleted = self
-            .retry_on_conflict(|| async {
-                let found = match self.read(&pk, Some(&[RUNTIME_STATUS])).await {
-                    Ok(Some(found)) => found,
-                    Ok(None) | Err(Error::TableNotFound { .. }) => return Ok(false),
-                    Err(e) => return Err(e),
-                };
-                if !found.runtime_status.is_terminal() {
+        self.retry_on_conflict(|| async {
+            let etag = match self.read(&pk, Some(&[RUNTIME_STATUS])).await {
+                Ok(Some(found)) if !found.runtime_status.is_terminal() => {
                     return Err(Error::NotTerminal {
                         instance_id: instance_id.to_owned(),
                         status: found.runtime_status,
-                    });
+                    })
                 }
-                self.delete_row(instance_id, &pk, &WriteCondition::IfMatch(found.etag))
-                    .await
-            })
-            .await?;
-        self.purge_history_of_one(&pk).await?;
-        Ok(deleted)
+                Ok(Some(found)) => Some(found.etag),
+                Ok(None) | Err(Error::TableNotFound { .. }) => None,
+                Err(e) => return Err(e),
+            };
+            match self.purge_history(&pk, Guard::Version(etag.as_ref())).await {
+                (_, Ok(HistoryPurged::Done)) => {}
+                (_, Ok(HistoryPurged::Changed)) => return Err(Error::conflict(instance_id)),
+                (_, Err(Error::Storage { status: 403, .. })) => self.warn_no_history_access(),
+                (_, Err(e)) => return Err(e),
+            }
+            match etag {
+                Some(etag) => {
+                    self.delete_row(instance_id, &pk, &WriteCondition::IfMatch(etag))
+                        .await
+                }
+                None => Ok(false),
+            }
+        })
+        .await
     }
 
     /// Deletes every instance that matches the filter, reporting progress
@@ -236,15 +313,19 @@ impl InstanceStore {
     }
 
     /// Deletes every instance that matches the filter, reporting progress
-    /// after each delete.
+    /// after each instance.
     ///
     /// The filter is checked before any request ([`Error::Invalid`]).
-    /// Matching rows are read 1,000 a page (only their key and status), and
-    /// deleted with the ETag read, at most `concurrency` at once. A row that
-    /// changed or vanished in between is counted as skipped. When a request
-    /// fails the purge stops taking new rows, lets the deletes in flight
-    /// finish, and answers [`Error::PurgeInterrupted`] with how far it came;
-    /// running it again finishes the job.
+    /// Matching rows are read 1,000 a page (only their key and status, and
+    /// the ETag that comes with each), and purged at most `concurrency` at
+    /// once: each instance's History rows first, each batch only while its
+    /// row is still at the version read, then the row at that version (see
+    /// the module documentation). An instance that changed or vanished in
+    /// between is counted as skipped. When a request fails the purge stops
+    /// taking new rows, lets the instances in flight finish, and answers
+    /// [`Error::PurgeInterrupted`] with how far it came. However a purge
+    /// stops, every instance it did not finish still has its row, so running
+    /// it again finishes the job.
     pub async fn purge_with_progress(
         &self,
         filter: &PurgeFilter,
@@ -276,7 +357,10 @@ impl InstanceStore {
                 biased;
                 Some(joined) = in_flight.next(), if !in_flight.is_empty() => {
                     let result = joined.unwrap_or_else(|e: tokio::task::JoinError| {
-                        Deletion::Failed(Error::transport(format!("a delete task failed: {e}")))
+                        Deletion::Failed {
+                            history_rows: 0,
+                            error: Error::transport(format!("a delete task failed: {e}")),
+                        }
                     });
                     match result {
                         Deletion::Deleted { history_rows } => {
@@ -287,16 +371,10 @@ impl InstanceStore {
                             done.skipped += 1;
                             done.history_rows_deleted += history_rows;
                         }
-                        Deletion::HistoryFailed { row_deleted, history_rows, error } => {
-                            // The row is gone: counted, and the purge stops
-                            // (a re-run deletes the rest of its History).
-                            done.deleted += u64::from(row_deleted);
-                            done.skipped += u64::from(!row_deleted);
+                        Deletion::Failed { history_rows, error } => {
+                            // The row is still there: a re-run finishes it.
                             done.history_rows_deleted += history_rows;
                             failure.get_or_insert(error);
-                        }
-                        Deletion::Failed(e) => {
-                            failure.get_or_insert(e);
                         }
                     }
                     progress(done);
@@ -308,8 +386,8 @@ impl InstanceStore {
                         // version read: leave it.
                         if let (true, Some(etag)) = (statuses.contains(&status), etag) {
                             // A task of its own: a caller that gives up (Ctrl-C,
-                            // a dropped HTTP request) cannot split a row's
-                            // delete from its History's.
+                            // a dropped HTTP request) does not stop an
+                            // instance's purge between two of its requests.
                             let store = self.clone();
                             in_flight.push(tokio::spawn(async move {
                                 store.delete_at_version(partition_key, etag, with_history).await
@@ -332,9 +410,8 @@ impl InstanceStore {
         }
     }
 
-    /// Deletes an instance's row at the version read, then its History rows.
-    /// A row gone already (deleted by someone else) still has its History
-    /// deleted, so that a re-run finishes the job.
+    /// Purges one instance read at `etag`: its History (each batch only
+    /// while the row is still at `etag`), then its row at `etag`.
     async fn delete_at_version(
         &self,
         partition_key: String,
@@ -342,44 +419,50 @@ impl InstanceStore {
         with_history: bool,
     ) -> Deletion {
         let instance_id = unescape_key(&partition_key);
-        let deleted = self
-            .delete_row(&instance_id, &partition_key, &WriteCondition::IfMatch(etag))
-            .await;
-        let row_deleted = match deleted {
-            Ok(deleted) => deleted,
-            // Changed since it was read: neither the row nor its History.
-            Err(Error::Conflict { .. }) => return Deletion::Skipped { history_rows: 0 },
-            // Maybe deleted, maybe not (the service could not be asked):
-            // the purge stops on what stopped it, and a re-run finds out
-            // (running a purge again is always safe).
-            Err(Error::OutcomeUnknown { source, .. }) => return Deletion::Failed(*source),
-            Err(e) => return Deletion::Failed(e),
-        };
         let (history_rows, history) = if with_history {
-            self.purge_history(&partition_key).await
+            self.purge_history(&partition_key, Guard::Version(Some(&etag)))
+                .await
         } else {
-            (0, Ok(()))
+            (0, Ok(HistoryPurged::Done))
         };
-        match (row_deleted, history) {
-            (true, Ok(())) => Deletion::Deleted { history_rows },
-            (false, Ok(())) => Deletion::Skipped { history_rows },
-            (row_deleted, Err(error)) => {
-                tracing::warn!(
-                    %instance_id,
-                    %error,
-                    "the instance row is gone but not all its History rows"
-                );
-                Deletion::HistoryFailed {
-                    row_deleted,
+        match history {
+            Ok(HistoryPurged::Done) => {}
+            // Changed since it was read: nothing more of it.
+            Ok(HistoryPurged::Changed) => return Deletion::Skipped { history_rows },
+            Err(error) => {
+                return Deletion::Failed {
                     history_rows,
                     error,
                 }
             }
         }
+        let deleted = self
+            .delete_row(&instance_id, &partition_key, &WriteCondition::IfMatch(etag))
+            .await;
+        match deleted {
+            Ok(true) => Deletion::Deleted { history_rows },
+            // Changed or deleted since the last look: left as it is.
+            Ok(false) | Err(Error::Conflict { .. }) => Deletion::Skipped { history_rows },
+            // Maybe deleted, maybe not (the service could not be asked):
+            // the purge stops on what stopped it, and a re-run finds out
+            // (running a purge again is always safe).
+            Err(Error::OutcomeUnknown { source, .. }) => Deletion::Failed {
+                history_rows,
+                error: *source,
+            },
+            Err(error) => Deletion::Failed {
+                history_rows,
+                error,
+            },
+        }
     }
 
     fn history(&self) -> TableClient {
         self.client.sibling(&history_table(&self.task_hub))
+    }
+
+    fn warn_no_history_access(&self) {
+        tracing::warn!(task_hub = %self.task_hub, "no access to the History table: purges leave its rows");
     }
 
     /// Whether the task hub's History table holds any row (one request).
@@ -394,66 +477,111 @@ impl InstanceStore {
         match self.history().query_page(&one_key, None).await {
             Ok(page) => Ok(!page.rows.is_empty() || page.continuation.is_some()),
             Err(Error::Storage { status: 403, .. }) => {
-                tracing::warn!(task_hub = %self.task_hub, "no access to the History table: purges leave its rows");
+                self.warn_no_history_access();
                 Ok(false)
             }
             Err(e) => Err(e),
         }
     }
 
-    /// The History purge of a single-instance purge: no access to the table
-    /// is a warning, not a failure (the instance row is gone already).
-    async fn purge_history_of_one(&self, partition_key: &str) -> Result<u64> {
-        match self.purge_history(partition_key).await {
-            (rows, Ok(())) => Ok(rows),
-            (rows, Err(Error::Storage { status: 403, .. })) => {
-                tracing::warn!(task_hub = %self.task_hub, "no access to the History table: its rows stay");
-                Ok(rows)
+    /// Deletes an instance's History partition as the guard allows: a
+    /// snapshot of its rows (RowKey and ETag, 1,000 a page), then batches of
+    /// 100, each after a look at the instance row when guarded (see the
+    /// module documentation). Returns the rows deleted, also when it stops
+    /// on an error. A missing table is no history; a batch that meets a row
+    /// gone already (another purge, or this batch's own retry after a lost
+    /// answer) takes a new snapshot.
+    async fn purge_history(
+        &self,
+        partition_key: &str,
+        guard: Guard<'_>,
+    ) -> (u64, Result<HistoryPurged>) {
+        let history = self.history();
+        let mut deleted = 0u64;
+        let mut rereads = 0;
+        'snapshot: loop {
+            let snapshot = match self.history_snapshot(&history, partition_key).await {
+                Ok(snapshot) => snapshot,
+                Err(e) => return (deleted, Err(e)),
+            };
+            for chunk in snapshot.chunks(MAX_BATCH_OPERATIONS) {
+                let batch = match guard {
+                    Guard::Any => {
+                        let row_keys: Vec<String> =
+                            chunk.iter().map(|(row_key, _)| row_key.clone()).collect();
+                        history.delete_batch(partition_key, &row_keys).await
+                    }
+                    Guard::Version(etag) => {
+                        match self.row_is_at(partition_key, etag).await {
+                            Ok(true) => {}
+                            Ok(false) => return (deleted, Ok(HistoryPurged::Changed)),
+                            Err(e) => return (deleted, Err(e)),
+                        }
+                        history.delete_batch_if_match(partition_key, chunk).await
+                    }
+                };
+                match batch {
+                    Ok(()) => deleted += chunk.len() as u64,
+                    Err(Error::Storage { status: 404, .. }) if rereads < HISTORY_REREADS => {
+                        rereads += 1;
+                        continue 'snapshot;
+                    }
+                    // A row at another version than the snapshot's: the
+                    // instance is being written again (Table Storage; the
+                    // emulator does not check).
+                    Err(Error::Storage { status: 412, .. }) => {
+                        return (deleted, Ok(HistoryPurged::Changed))
+                    }
+                    Err(e) => return (deleted, Err(e)),
+                }
             }
-            (_, Err(e)) => Err(e),
+            return (deleted, Ok(HistoryPurged::Done));
         }
     }
 
-    /// Deletes an instance's History partition, a page at a time, in
-    /// batches of 100. Returns the rows deleted, also when it stops on an
-    /// error. A missing table is no history; a batch that meets a row gone
-    /// already (another purge, or this batch retried) reads the partition
-    /// again.
-    pub(crate) async fn purge_history(&self, partition_key: &str) -> (u64, Result<()>) {
-        const REREADS: u32 = 5;
-        let history = self.history();
+    /// Every row of an instance's History partition: its RowKey and ETag.
+    async fn history_snapshot(
+        &self,
+        history: &TableClient,
+        partition_key: &str,
+    ) -> Result<Vec<(String, ETag)>> {
         let request = PageRequest {
             filter: Some(filter::partition(partition_key)),
             select: Some(vec![ROW_KEY]),
             top: Some(MAX_PAGE_SIZE),
         };
-        let mut deleted = 0u64;
-        let mut rereads = 0;
-        'scan: loop {
-            let mut pages = std::pin::pin!(history.pages(request.clone(), None));
-            while let Some(page) = pages.next().await {
-                let page = match page {
-                    Ok(page) => page,
-                    Err(e) => return (deleted, Err(e)),
-                };
-                let row_keys: Vec<String> = page
-                    .rows
-                    .iter()
-                    .filter_map(|(row, _)| row.get(ROW_KEY)?.as_str().map(str::to_owned))
-                    .collect();
-                for chunk in row_keys.chunks(MAX_BATCH_OPERATIONS) {
-                    match history.delete_batch(partition_key, chunk).await {
-                        Ok(()) => deleted += chunk.len() as u64,
-                        Err(Error::Storage { status: 404, .. }) if rereads < REREADS => {
-                            rereads += 1;
-                            continue 'scan;
-                        }
-                        Err(e) => return (deleted, Err(e)),
+        let mut rows = Vec::new();
+        let mut pages = std::pin::pin!(history.pages(request, None));
+        while let Some(page) = pages.next().await {
+            for (row, etag) in page?.rows {
+                let row_key = row.get(ROW_KEY).and_then(|key| key.as_str());
+                match (row_key, etag) {
+                    (Some(row_key), Some(etag)) => rows.push((row_key.to_owned(), etag)),
+                    _ => {
+                        return Err(Error::Decode {
+                            instance_id: unescape_key(partition_key),
+                            reason: "a History row came without its RowKey or ETag".into(),
+                        })
                     }
                 }
             }
-            return (deleted, Ok(()));
         }
+        Ok(rows)
+    }
+
+    /// Whether the instance row is at `etag` (`None`: absent), by one read
+    /// of its PartitionKey.
+    async fn row_is_at(&self, partition_key: &str, etag: Option<&ETag>) -> Result<bool> {
+        let found = match self
+            .client
+            .get(partition_key, INSTANCE_ROW_KEY, Some(&[PARTITION_KEY]))
+            .await
+        {
+            Ok(found) => found,
+            Err(Error::TableNotFound { .. }) => None,
+            Err(e) => return Err(e),
+        };
+        Ok(found.as_ref().map(|(_, found)| found) == etag)
     }
 
     /// The matching rows' keys, statuses and ETags, a page at a time.

@@ -24,6 +24,9 @@ struct State {
     /// The next request with this method waits at the proxy, before it
     /// reaches the service, until the test releases it.
     hold_request: Mutex<Option<(String, Stop)>>,
+    /// The next request with this method whose (percent-decoded) request
+    /// line contains this text waits likewise.
+    hold_matching: Mutex<Option<(String, String, Stop)>>,
     /// When the next lost response arrives, the proxy holds the connection
     /// open (the client still waits) until the test releases it.
     hold_lost: Mutex<Option<Stop>>,
@@ -171,6 +174,17 @@ impl Proxy {
         gate
     }
 
+    /// The next request with this method whose request line
+    /// (percent-decoded, as [`Proxy::take_lines`] shows it) contains `text`
+    /// is held at the proxy before it reaches the service, until the gate
+    /// is released. Independent of [`Proxy::hold_request`].
+    pub fn hold_request_matching(&self, method: &str, text: &str) -> Gate {
+        let (gate, stop) = Gate::new();
+        *self.state.hold_matching.lock().unwrap() =
+            Some((method.to_owned(), text.to_owned(), stop));
+        gate
+    }
+
     /// Like [`Proxy::lose_response_to`], and the lost response is held: the
     /// service has carried out the request, the client has no answer yet,
     /// and the test acts in that window before releasing the gate (then the
@@ -237,8 +251,26 @@ fn requests(mut from: TcpStream, mut to: TcpStream, state: Arc<State>, lose: Arc
                     lose.store(true, Ordering::SeqCst);
                 }
             }
-            state.lines.lock().unwrap().push(percent_decode(&line));
+            let decoded = percent_decode(&line);
+            state.lines.lock().unwrap().push(decoded.clone());
             pending.drain(..at + LINE_END.len());
+            let held_matching = {
+                let mut hold = state.hold_matching.lock().unwrap();
+                match hold.take() {
+                    Some((method, text, stop))
+                        if line.starts_with(&format!("{method} ")) && decoded.contains(&text) =>
+                    {
+                        Some(stop)
+                    }
+                    other => {
+                        *hold = other;
+                        None
+                    }
+                }
+            };
+            if let Some(stop) = held_matching {
+                stop.wait();
+            }
             let held = {
                 let mut hold = state.hold_request.lock().unwrap();
                 match hold.take() {
