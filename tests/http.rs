@@ -3,25 +3,34 @@
 mod common;
 
 use std::collections::BTreeSet;
+use std::time::{Duration, Instant};
 
 use anyhow::Result;
 use durable_status::http::{HttpApi, BASE_PATH, LEGACY_BASE_PATH};
 use durable_status::{CustomStatus, JsonText, NewInstance, RuntimeStatus, Secret};
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
 
 struct Server {
     base: String,
+    addr: std::net::SocketAddr,
     store: common::TestStore,
     client: reqwest::Client,
 }
 
 async fn server_with_keys(keys: &[&str]) -> Server {
+    server_with(keys, |api| api).await
+}
+
+/// A server of a new task hub, configured by `configure`.
+async fn server_with(keys: &[&str], configure: impl FnOnce(HttpApi) -> HttpApi) -> Server {
     let store = common::store().await;
-    let api = HttpApi::new(
+    let api = configure(HttpApi::new(
         store.clone(),
         keys.iter().map(|k| Secret::new(*k)).collect(),
-    );
+    ));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(durable_status::http::serve(
@@ -31,6 +40,7 @@ async fn server_with_keys(keys: &[&str]) -> Server {
     ));
     Server {
         base: format!("http://{addr}"),
+        addr,
         store,
         client: reqwest::Client::new(),
     }
@@ -127,13 +137,11 @@ async fn a_running_instance_answers_202_with_the_contract_body() -> Result<()> {
         .get("/instances/instance123?showInput=true&x=1")
         .await;
     assert_eq!(answer.status, StatusCode::ACCEPTED);
+    // Relative: no public URL is configured, and the request's Host is
+    // never trusted.
     assert_eq!(
         answer.headers["location"],
-        format!(
-            "{}{BASE_PATH}/instances/instance123?showInput=true&x=1",
-            server.base
-        )
-        .as_str()
+        format!("{BASE_PATH}/instances/instance123?showInput=true&x=1").as_str()
     );
     assert_eq!(answer.headers["retry-after"], "5");
 
@@ -840,6 +848,591 @@ async fn unknown_task_hubs_and_odd_times_are_answered_not_crashed() -> Result<()
         message(&far).contains("created time from"),
         "{}",
         message(&far)
+    );
+    Ok(())
+}
+
+/// One answer read off a raw connection.
+struct RawAnswer {
+    status: u16,
+    /// Names in lower case.
+    headers: Vec<(String, String)>,
+    body: Vec<u8>,
+}
+
+impl RawAnswer {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// Checks the JSON error shape and returns its message.
+    fn json_error(&self, status: u16, what: &str) -> String {
+        self.check_json_error(status, what)
+            .unwrap_or_else(|problem| panic!("{problem}"))
+    }
+
+    fn check_json_error(&self, status: u16, what: &str) -> Result<String, String> {
+        let body = String::from_utf8_lossy(&self.body);
+        if self.status != status {
+            return Err(format!(
+                "{what}: status {} (not {status}): {body}",
+                self.status
+            ));
+        }
+        if !self
+            .header("content-type")
+            .is_some_and(|t| t.starts_with("application/json"))
+        {
+            return Err(format!(
+                "{what}: content-type {:?}, body {body:?}",
+                self.header("content-type")
+            ));
+        }
+        let json: Value = serde_json::from_slice(&self.body)
+            .map_err(|e| format!("{what}: not JSON ({e}): {body}"))?;
+        match json.as_object().map(|o| (o.len(), o.get("Message"))) {
+            Some((1, Some(Value::String(message)))) if !message.is_empty() => Ok(message.clone()),
+            _ => Err(format!("{what}: not {{\"Message\": \"...\"}}: {body}")),
+        }
+    }
+}
+
+fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    haystack.windows(needle.len()).position(|w| w == needle)
+}
+
+/// Reads one answer: its head, then Content-Length bytes (or up to the
+/// end). Panics if none comes within 20 s (a guard, not a measure).
+async fn read_answer(stream: &mut (impl AsyncRead + Unpin)) -> RawAnswer {
+    tokio::time::timeout(Duration::from_secs(20), async {
+        let mut buf = Vec::new();
+        let mut chunk = [0u8; 8192];
+        let head_end = loop {
+            if let Some(i) = find(&buf, b"\r\n\r\n") {
+                break i + 4;
+            }
+            let n = match stream.read(&mut chunk).await {
+                Ok(n) => n,
+                Err(e) => panic!("{e} before an answer: {:?}", String::from_utf8_lossy(&buf)),
+            };
+            assert!(
+                n > 0,
+                "closed before an answer: {:?}",
+                String::from_utf8_lossy(&buf)
+            );
+            buf.extend_from_slice(&chunk[..n]);
+        };
+        let head = String::from_utf8_lossy(&buf[..head_end]).into_owned();
+        let mut lines = head.split("\r\n");
+        let status = lines
+            .next()
+            .and_then(|l| l.split(' ').nth(1))
+            .and_then(|s| s.parse().ok())
+            .unwrap_or_else(|| panic!("a status line: {head}"));
+        let headers: Vec<(String, String)> = lines
+            .filter_map(|l| l.split_once(':'))
+            .map(|(n, v)| (n.trim().to_ascii_lowercase(), v.trim().to_owned()))
+            .collect();
+        let length = headers
+            .iter()
+            .find(|(n, _)| n == "content-length")
+            .map(|(_, v)| v.parse::<usize>().unwrap());
+        let mut body = buf[head_end..].to_vec();
+        while length.is_none_or(|l| body.len() < l) {
+            match stream.read(&mut chunk).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => body.extend_from_slice(&chunk[..n]),
+            }
+        }
+        if let Some(length) = length {
+            body.truncate(length);
+        }
+        RawAnswer {
+            status,
+            headers,
+            body,
+        }
+    })
+    .await
+    .expect("an answer within 20 s")
+}
+
+/// Sends `request` as is on a new connection and reads the answer.
+async fn raw(addr: std::net::SocketAddr, request: &[u8]) -> RawAnswer {
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    stream.write_all(request).await.unwrap();
+    read_answer(&mut stream).await
+}
+
+/// Waits (at most 10 s, a guard) for the server to close `stream`; true if it did.
+async fn closed_by_server(stream: &mut (impl AsyncRead + Unpin)) -> bool {
+    let mut buf = [0u8; 1024];
+    tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            match stream.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {}
+            }
+        }
+    })
+    .await
+    .is_ok()
+}
+
+#[tokio::test]
+async fn a_chunked_body_is_limited_too() -> Result<()> {
+    let server = server().await;
+    server.instance("chunky", RuntimeStatus::Running).await;
+    let head = format!(
+        "POST {BASE_PATH}/instances/chunky/suspend HTTP/1.1\r\nHost: {}\r\n\
+         Transfer-Encoding: chunked\r\nContent-Type: application/json\r\n\r\n",
+        server.addr
+    );
+    let (mut reader, mut writer) = TcpStream::connect(server.addr).await?.into_split();
+    // 10 MiB in 64 KiB chunks, while the answer is read.
+    let sending = tokio::spawn(async move {
+        writer.write_all(head.as_bytes()).await?;
+        let chunk = vec![b'x'; 64 * 1024];
+        let frame = [format!("{:x}\r\n", chunk.len()).as_bytes(), &chunk, b"\r\n"].concat();
+        for _ in 0..160 {
+            writer.write_all(&frame).await?;
+        }
+        writer.write_all(b"0\r\n\r\n").await?;
+        Ok::<_, std::io::Error>(writer)
+    });
+    let answer = read_answer(&mut reader).await;
+    sending.abort();
+    let message = answer.json_error(413, "10 MiB chunked");
+    assert!(message.contains("the limit is 65536 bytes"), "{message}");
+    assert_eq!(
+        server.store.get("chunky").await?.unwrap().runtime_status,
+        RuntimeStatus::Running,
+        "nothing was done"
+    );
+
+    // A chunked body within the limit is read, and the request served.
+    let small = format!(
+        "POST {BASE_PATH}/instances/chunky/suspend HTTP/1.1\r\nHost: {}\r\n\
+         Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
+        server.addr
+    );
+    assert_eq!(raw(server.addr, small.as_bytes()).await.status, 202);
+    assert_eq!(
+        server.store.get("chunky").await?.unwrap().runtime_status,
+        RuntimeStatus::Suspended
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn every_error_is_json() -> Result<()> {
+    let server = server().await;
+    server.instance("there", RuntimeStatus::Running).await;
+    let host = server.addr;
+    let request = |line: &[u8]| -> Vec<u8> {
+        [
+            line,
+            format!(" HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n").as_bytes(),
+        ]
+        .concat()
+    };
+    let base = BASE_PATH.as_bytes();
+    let cases: Vec<(Vec<u8>, u16, &str, &str)> = vec![
+        (
+            request(&[b"GET ", base, b"/instances/%ff%fe"].concat()),
+            400,
+            "invalid UTF-8 in the path",
+            "UTF-8",
+        ),
+        (
+            request(&[b"POST ", base, b"/instances/%ff%fe/terminate"].concat()),
+            400,
+            "invalid UTF-8 in an operation's path",
+            "UTF-8",
+        ),
+        (
+            request(&[b"DELETE ", base, b"/instances/%c3%28"].concat()),
+            400,
+            "invalid UTF-8 in a delete's path",
+            "UTF-8",
+        ),
+        (
+            request(&[b"GET ", base, b"/instances?runtimeStatus=\xff\xfe"].concat()),
+            400,
+            "raw bytes in the query",
+            "UTF-8",
+        ),
+        (
+            request(&[b"GET ", base, b"/instances/\xff\xfe"].concat()),
+            400,
+            "raw bytes in the path",
+            "UTF-8",
+        ),
+        (
+            request(&[b"PUT ", base, b"/instances/there"].concat()),
+            405,
+            "a wrong method",
+            "PUT is not allowed",
+        ),
+        (
+            request(&[b"PATCH ", base, b"/instances"].concat()),
+            405,
+            "a wrong method on the listing",
+            "PATCH is not allowed",
+        ),
+        (
+            request(b"POST /"),
+            405,
+            "a wrong method on the page",
+            "POST is not allowed",
+        ),
+        (
+            request(b"GET /nowhere"),
+            404,
+            "an unknown route",
+            "no such route",
+        ),
+        (
+            request(&[b"GET ", base, b"/nowhere"].concat()),
+            404,
+            "an unknown route under the base path",
+            "no such route",
+        ),
+        (
+            request(&[b"POST ", base, b"/instances//terminate"].concat()),
+            400,
+            "a missing instance id",
+            "instance id",
+        ),
+        (
+            request(&[b"POST ", base, b"/instances/there/terminate/x/y"].concat()),
+            404,
+            "too many segments",
+            "",
+        ),
+        (
+            [
+                b"GET ",
+                base,
+                b"/instances HTTP/1.1\r\nHost: x\r\nNot a header\r\n\r\n",
+            ]
+            .concat(),
+            400,
+            "a header line that is not a header",
+            "not valid HTTP",
+        ),
+        (
+            [
+                &[b"GET ", base, b"/instances HTTP/1.1\r\n"].concat()[..],
+                &(0..200)
+                    .flat_map(|i| format!("X-Many-{i}: {i}\r\n").into_bytes())
+                    .collect::<Vec<u8>>(),
+                b"\r\n",
+            ]
+            .concat(),
+            431,
+            "too many headers",
+            "headers are too many",
+        ),
+    ];
+    let mut problems = Vec::new();
+    for (request, status, what, needle) in cases {
+        let mut stream = TcpStream::connect(server.addr).await?;
+        stream.write_all(&request).await?;
+        let answer = read_answer(&mut stream).await;
+        match answer.check_json_error(status, what) {
+            Err(problem) => problems.push(problem),
+            Ok(message) if !message.contains(needle) => {
+                problems.push(format!("{what}: {message:?} does not say {needle:?}"))
+            }
+            Ok(_) if status == 405 && answer.header("allow").is_none() => {
+                problems.push(format!("{what}: no Allow header"))
+            }
+            Ok(_) => {}
+        }
+        // Nothing follows the one answer: the connection closes.
+        let mut rest = Vec::new();
+        let _ = tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut rest)).await;
+        if !rest.is_empty() {
+            problems.push(format!(
+                "{what}: more after the answer: {}",
+                String::from_utf8_lossy(&rest)
+            ));
+        }
+    }
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
+    assert_eq!(
+        server.store.get("there").await?.unwrap().runtime_status,
+        RuntimeStatus::Running
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn the_location_never_trusts_the_client_nor_repeats_the_key() -> Result<()> {
+    let hostile = [
+        ("host", "evil.example"),
+        ("x-forwarded-proto", "https"),
+        ("x-forwarded-host", "evil.example"),
+        ("forwarded", "host=evil.example;proto=https"),
+    ];
+    let query = "?code=the-key&showInput=false&CODE=x&c%6Fde=y&x=%20";
+    let relative = server_with_keys(&["the-key"]).await;
+    relative.instance("loc", RuntimeStatus::Running).await;
+    let answer = relative
+        .send(
+            Method::GET,
+            &format!("{BASE_PATH}/instances/loc{query}"),
+            &hostile,
+        )
+        .await;
+    assert_eq!(answer.status, StatusCode::ACCEPTED);
+    assert_eq!(
+        answer.headers["location"].to_str()?,
+        format!("{BASE_PATH}/instances/loc?showInput=false&x=%20"),
+        "relative, without the key"
+    );
+
+    let public = server_with(&["the-key"], |api| {
+        api.public_url("https://status.example.com/").unwrap()
+    })
+    .await;
+    public.instance("loc", RuntimeStatus::Pending).await;
+    let answer = public
+        .send(
+            Method::GET,
+            &format!("{LEGACY_BASE_PATH}/instances/loc{query}"),
+            &hostile,
+        )
+        .await;
+    assert_eq!(answer.status, StatusCode::ACCEPTED);
+    assert_eq!(
+        answer.headers["location"].to_str()?,
+        format!("https://status.example.com{LEGACY_BASE_PATH}/instances/loc?showInput=false&x=%20")
+    );
+    let answer = public
+        .send(
+            Method::GET,
+            &format!("{BASE_PATH}/instances/loc?code=the-key"),
+            &hostile,
+        )
+        .await;
+    assert_eq!(
+        answer.headers["location"].to_str()?,
+        format!("https://status.example.com{BASE_PATH}/instances/loc"),
+        "no key, no empty query"
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_present_key_header_decides_over_code() -> Result<()> {
+    // The Functions host's rule: the x-functions-key header when the request
+    // has one, else the `code` parameter.
+    let server = server_with_keys(&["right"]).await;
+    server.instance("k", RuntimeStatus::Completed).await;
+    let path = format!("{BASE_PATH}/instances/k");
+    let status = |answer: Answer| answer.status;
+    assert_eq!(
+        status(
+            server
+                .send(
+                    Method::GET,
+                    &format!("{path}?code=wrong"),
+                    &[("x-functions-key", "right")]
+                )
+                .await
+        ),
+        StatusCode::OK,
+        "a right header, a wrong code"
+    );
+    assert_eq!(
+        status(
+            server
+                .send(
+                    Method::GET,
+                    &format!("{path}?code=right"),
+                    &[("x-functions-key", "wrong")]
+                )
+                .await
+        ),
+        StatusCode::UNAUTHORIZED,
+        "a wrong header, a right code"
+    );
+    assert_eq!(
+        status(
+            server
+                .send(
+                    Method::GET,
+                    &format!("{path}?code=right"),
+                    &[("x-functions-key", "")]
+                )
+                .await
+        ),
+        StatusCode::UNAUTHORIZED,
+        "an empty header is a wrong key"
+    );
+    // A header that is not text is still the header: no falling back to `code`.
+    let response = server
+        .client
+        .get(format!("{}{path}?code=right", server.base))
+        .header(
+            "x-functions-key",
+            reqwest::header::HeaderValue::from_bytes(b"r\xffght")?,
+        )
+        .send()
+        .await?;
+    assert_eq!(
+        response.status(),
+        StatusCode::UNAUTHORIZED,
+        "a non-text header"
+    );
+    assert_eq!(
+        status(
+            server
+                .send(Method::GET, &format!("{path}?code=right"), &[])
+                .await
+        ),
+        StatusCode::OK,
+        "no header: the code"
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_slow_header_is_cut_off_while_others_are_answered() -> Result<()> {
+    let server = server_with(&[], |api| {
+        api.header_read_timeout(Duration::from_millis(300))
+    })
+    .await;
+    let started = Instant::now();
+    let mut slow = Vec::new();
+    for _ in 0..3 {
+        let mut stream = TcpStream::connect(server.addr).await?;
+        stream
+            .write_all(
+                format!(
+                    "GET {BASE_PATH}/instances HTTP/1.1\r\nHost: {}\r\n",
+                    server.addr
+                )
+                .as_bytes(),
+            )
+            .await?;
+        slow.push(stream);
+    }
+    // Each trickles a header line every 100 ms, for at most 10 s.
+    let tricklers: Vec<_> = slow
+        .into_iter()
+        .map(|stream| {
+            tokio::spawn(async move {
+                let (mut reader, mut writer) = stream.into_split();
+                let trickle = async move {
+                    for i in 0..100 {
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                        if writer
+                            .write_all(format!("X-Slow-{i}: 1\r\n").as_bytes())
+                            .await
+                            .is_err()
+                        {
+                            std::future::pending::<()>().await;
+                        }
+                    }
+                };
+                tokio::select! {
+                    closed = closed_by_server(&mut reader) => closed,
+                    () = trickle => false,
+                }
+            })
+        })
+        .collect();
+    let normal = server.get("/instances").await;
+    assert_eq!(normal.status, StatusCode::OK, "a normal client is answered");
+    for trickler in tricklers {
+        assert!(trickler.await?, "a slow client was not disconnected");
+    }
+    let elapsed = started.elapsed();
+    assert!(
+        elapsed >= Duration::from_millis(300),
+        "cut off before the timeout: {elapsed:?}"
+    );
+    assert!(elapsed < Duration::from_secs(9), "{elapsed:?}");
+    // And the server still answers.
+    assert_eq!(server.get("/instances").await.status, StatusCode::OK);
+    Ok(())
+}
+
+#[tokio::test]
+async fn connections_past_the_cap_are_answered_503_and_closed() -> Result<()> {
+    let server = server_with(&[], |api| {
+        api.max_connections(2)
+            .header_read_timeout(Duration::from_secs(30))
+    })
+    .await;
+    let request = format!(
+        "GET {BASE_PATH}/instances HTTP/1.1\r\nHost: {}\r\n\r\n",
+        server.addr
+    );
+    let mut held = Vec::new();
+    for _ in 0..2 {
+        let mut stream = TcpStream::connect(server.addr).await?;
+        stream.write_all(request.as_bytes()).await?;
+        assert_eq!(read_answer(&mut stream).await.status, 200);
+        held.push(stream);
+    }
+    let mut third = TcpStream::connect(server.addr).await?;
+    third.write_all(request.as_bytes()).await?;
+    let answer = read_answer(&mut third).await;
+    let message = answer.json_error(503, "past the cap");
+    assert!(message.contains("too many connections"), "{message}");
+    assert!(answer.header("retry-after").is_some());
+    assert!(closed_by_server(&mut third).await, "and closed");
+
+    // The held connections are still served.
+    held[0].write_all(request.as_bytes()).await?;
+    assert_eq!(read_answer(&mut held[0]).await.status, 200);
+
+    // A connection that ends frees its place.
+    held.clear();
+    let mut served = false;
+    for _ in 0..100 {
+        let answer = raw(server.addr, request.as_bytes()).await;
+        if answer.status == 200 {
+            served = true;
+            break;
+        }
+        assert_eq!(answer.status, 503);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(served, "a place freed up");
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_slow_body_is_answered_408() -> Result<()> {
+    let server = server_with(&[], |api| api.body_read_timeout(Duration::from_millis(300))).await;
+    server.instance("slow", RuntimeStatus::Running).await;
+    let mut stream = TcpStream::connect(server.addr).await?;
+    let started = Instant::now();
+    stream
+        .write_all(
+            format!(
+                "POST {BASE_PATH}/instances/slow/suspend HTTP/1.1\r\nHost: {}\r\n\
+                 Content-Length: 10\r\n\r\nab",
+                server.addr
+            )
+            .as_bytes(),
+        )
+        .await?;
+    let answer = read_answer(&mut stream).await;
+    let message = answer.json_error(408, "a body that never comes");
+    assert!(message.contains("request body"), "{message}");
+    assert!(started.elapsed() >= Duration::from_millis(300));
+    assert_eq!(
+        server.store.get("slow").await?.unwrap().runtime_status,
+        RuntimeStatus::Running
     );
     Ok(())
 }

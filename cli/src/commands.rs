@@ -148,6 +148,8 @@ enum Command {
         /// A key that requests must present (repeatable) [also: $DURABLE_STATUS_KEYS, comma separated]
         #[arg(long, value_name = "KEY")]
         key: Vec<String>,
+        #[command(flatten)]
+        serving: Serving,
     },
     /// Run sample orchestrations and serve them: starts the bundled emulator
     /// unless --connection-string is given
@@ -158,7 +160,44 @@ enum Command {
         /// A key that requests must present (repeatable)
         #[arg(long, value_name = "KEY")]
         key: Vec<String>,
+        #[command(flatten)]
+        serving: Serving,
     },
+}
+
+/// How the HTTP API is served.
+#[derive(Args)]
+pub struct Serving {
+    #[arg(
+        long,
+        value_name = "URL",
+        help = "The URL clients reach this server at (e.g. https://status.example.com): \
+                Location headers are absolute on it [default: relative Location headers]"
+    )]
+    public_url: Option<String>,
+    /// Connections served at once; past them, 503 and close
+    #[arg(long, value_name = "N", default_value_t = durable_status::http::DEFAULT_MAX_CONNECTIONS)]
+    max_connections: usize,
+}
+
+impl Serving {
+    /// The API of `store` with these settings.
+    pub fn api(&self, store: InstanceStore, keys: Vec<Secret>) -> Result<HttpApi> {
+        let api = HttpApi::new(store, keys).max_connections(self.max_connections);
+        Ok(match &self.public_url {
+            Some(url) => api.public_url(url).context("--public-url")?,
+            None => api,
+        })
+    }
+
+    /// The URL of the page (`path` "/") or of an API path, as a client
+    /// reaches it: on the public URL, else on the bound address.
+    pub fn url(&self, bound: SocketAddr, path: &str) -> String {
+        match &self.public_url {
+            Some(url) => format!("{}{path}", url.trim().trim_end_matches('/')),
+            None => format!("http://{bound}{path}"),
+        }
+    }
 }
 
 #[derive(Args)]
@@ -226,7 +265,7 @@ pub fn storage_config(connection_string: Option<&str>) -> Result<Option<StorageC
 }
 
 pub async fn run(cli: Cli) -> Result<ExitCode> {
-    if let Command::Demo { addr, key } = cli.command {
+    if let Command::Demo { addr, key, serving } = cli.command {
         // Only an explicit connection string takes the demo off the
         // emulator: one exported for a Functions app must not receive
         // sample orchestrations.
@@ -235,7 +274,7 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
             .as_deref()
             .map(StorageConfig::from_connection_string)
             .transpose()?;
-        return crate::demo::run(config, &cli.task_hub, addr, keys(key)).await;
+        return crate::demo::run(config, &cli.task_hub, addr, keys(key), &serving).await;
     }
     let configured = storage_config(cli.connection_string.as_deref())?;
     let defaulted = configured.is_none();
@@ -370,7 +409,7 @@ async fn execute(cli: Cli, config: StorageConfig) -> Result<ExitCode> {
             }
             return purge(&store, filter, (from, to), yes, out).await;
         }
-        Command::Serve { addr, key } => serve(store, addr, keys(key)).await?,
+        Command::Serve { addr, key, serving } => serve(store, addr, keys(key), &serving).await?,
         Command::Demo { .. } => unreachable!("handled above"),
     }
     Ok(ExitCode::SUCCESS)
@@ -540,17 +579,24 @@ async fn purge(
     Ok(ExitCode::SUCCESS)
 }
 
-pub async fn serve(store: InstanceStore, addr: SocketAddr, keys: Vec<Secret>) -> Result<()> {
+pub async fn serve(
+    store: InstanceStore,
+    addr: SocketAddr,
+    keys: Vec<Secret>,
+    serving: &Serving,
+) -> Result<()> {
     durable_status::http::check_listen_address(&addr, !keys.is_empty())?;
+    let task_hub = store.task_hub().to_owned();
+    // Checked before listening: a bad --public-url is a one-line error.
+    let api = serving.api(store, keys)?;
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .with_context(|| format!("cannot listen on {addr}"))?;
     let bound = listener.local_addr()?;
     println!(
-        "Serving task hub {} on http://{bound} (status page at http://{bound}/)",
-        store.task_hub()
+        "Serving task hub {task_hub} on http://{bound} (status page at {})",
+        serving.url(bound, "/")
     );
-    let api = HttpApi::new(store, keys);
     durable_status::http::serve(listener, api, async {
         let _ = tokio::signal::ctrl_c().await;
     })

@@ -7,12 +7,14 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use durable_status::emulator::Azurite;
-use durable_status::http::{HttpApi, BASE_PATH};
+use durable_status::http::BASE_PATH;
 use durable_status::{
     CustomStatus, InstanceStore, JsonText, NewInstance, RuntimeStatus, Secret, StorageConfig,
 };
 use serde_json::{json, Value};
 use tokio::time::sleep;
+
+use crate::commands::Serving;
 
 /// How long the demo waits between rounds of sample orchestrations.
 const BETWEEN_ROUNDS: Duration = Duration::from_secs(15);
@@ -24,8 +26,10 @@ pub async fn run(
     task_hub: &str,
     addr: SocketAddr,
     keys: Vec<Secret>,
+    serving: &Serving,
 ) -> Result<ExitCode> {
     durable_status::http::check_listen_address(&addr, !keys.is_empty())?;
+    let api_has_keys = !keys.is_empty();
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .with_context(|| format!("cannot listen on {addr}"))?;
@@ -43,15 +47,23 @@ pub async fn run(
         }
     };
     let store = InstanceStore::connect(&config, task_hub).await?;
-    let simulation = tokio::spawn(simulate(store.clone()));
+    let api = serving.api(store.clone(), keys)?;
+    let simulation = tokio::spawn(simulate(store));
 
     // Keys are never printed: a URL with its key ends up in scrollback and logs.
-    let key_suffix = if keys.is_empty() { "" } else { "?code=<key>" };
+    let key_suffix = if api_has_keys { "?code=<key>" } else { "" };
+    let url = |path: &str| serving.url(bound, path);
     println!();
     println!("durable-status demo is running (task hub {task_hub}).");
-    println!("  Status page:  http://{bound}/{key_suffix}");
-    println!("  Instances:    http://{bound}{BASE_PATH}/instances{key_suffix}");
-    println!("  One instance: http://{bound}{BASE_PATH}/instances/demo-1-order{key_suffix}");
+    println!("  Status page:  {}{key_suffix}", url("/"));
+    println!(
+        "  Instances:    {}{key_suffix}",
+        url(&format!("{BASE_PATH}/instances"))
+    );
+    println!(
+        "  One instance: {}{key_suffix}",
+        url(&format!("{BASE_PATH}/instances/demo-1-order"))
+    );
     match &azurite {
         Some(_) => println!(
             "  Storage:      Azurite at {} (in memory)",
@@ -61,7 +73,6 @@ pub async fn run(
     }
     println!("Press Ctrl-C to stop.");
 
-    let api = HttpApi::new(store, keys);
     durable_status::http::serve(listener, api, async {
         let _ = tokio::signal::ctrl_c().await;
     })

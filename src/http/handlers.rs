@@ -1,10 +1,12 @@
 //! The API's routes, relative to a base path.
 
-use axum::extract::{OriginalUri, Path, RawQuery, State};
+use axum::extract::{FromRequestParts, OriginalUri, Path, RawQuery, State};
+use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
+use serde::de::DeserializeOwned;
 use serde_json::json;
 use time::OffsetDateTime;
 
@@ -37,11 +39,25 @@ pub(super) fn routes() -> Router<HttpApi> {
 
 type ApiResult = Result<Response, ApiError>;
 
+/// The path's segments, or the API's JSON error (a segment that is not
+/// UTF-8 once percent-decoded, say) instead of the framework's text one.
+struct ApiPath<T>(T);
+
+impl<S: Send + Sync, T: DeserializeOwned + Send> FromRequestParts<S> for ApiPath<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        match Path::<T>::from_request_parts(parts, state).await {
+            Ok(Path(segments)) => Ok(ApiPath(segments)),
+            Err(rejection) => Err(ApiError::new(rejection.status(), rejection.body_text())),
+        }
+    }
+}
+
 async fn get_instance(
     State(api): State<HttpApi>,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
     OriginalUri(uri): OriginalUri,
-    headers: HeaderMap,
     RawQuery(query): RawQuery,
 ) -> ApiResult {
     let params = Params::parse(query.as_deref());
@@ -68,16 +84,10 @@ async fn get_instance(
         | RuntimeStatus::ContinuedAsNew
         | RuntimeStatus::Suspended => {
             let mut answer = HeaderMap::new();
-            // The same status URL, absolute, query included, as the original.
-            let host = headers
-                .get("host")
-                .and_then(|h| h.to_str().ok())
-                .unwrap_or("localhost");
-            let scheme = headers
-                .get("x-forwarded-proto")
-                .and_then(|h| h.to_str().ok())
-                .unwrap_or("http");
-            if let Ok(location) = HeaderValue::from_str(&format!("{scheme}://{host}{uri}")) {
+            // The same status URL, query included, as the original; on the
+            // configured public URL or relative, never on the request's
+            // Host; without the key.
+            if let Ok(location) = HeaderValue::from_str(&api.url_of(&uri)) {
                 answer.insert("location", location);
             }
             answer.insert("retry-after", HeaderValue::from_static("5"));
@@ -165,7 +175,7 @@ async fn list_instances(
 
 async fn delete_instance(
     State(api): State<HttpApi>,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
     RawQuery(query): RawQuery,
 ) -> ApiResult {
     let params = Params::parse(query.as_deref());
@@ -222,7 +232,7 @@ async fn purge_instances(State(api): State<HttpApi>, RawQuery(query): RawQuery) 
 
 async fn instance_operation(
     State(api): State<HttpApi>,
-    Path((id, operation)): Path<(String, String)>,
+    ApiPath((id, operation)): ApiPath<(String, String)>,
     RawQuery(query): RawQuery,
 ) -> ApiResult {
     let params = Params::parse(query.as_deref());
@@ -246,7 +256,7 @@ async fn instance_operation(
 }
 
 async fn instance_operation_with_argument(
-    Path((_, operation, _)): Path<(String, String, String)>,
+    ApiPath((_, operation, _)): ApiPath<(String, String, String)>,
 ) -> ApiResult {
     if operation.eq_ignore_ascii_case("raiseEvent") {
         Ok(engine_required(&operation))

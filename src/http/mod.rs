@@ -6,22 +6,30 @@
 //! No history is kept, so `showHistory` is accepted and answered without
 //! `historyEvents`. Starting orchestrations, raising events, rewinding and
 //! restarting need an orchestration engine: they answer 501.
+//!
+//! Every error, the framework's and the connection's included, is
+//! `{"Message": "..."}` with `content-type: application/json`.
 
 mod handlers;
 mod page;
 mod params;
+mod server;
 
 pub use handlers::CONTINUATION_HEADER;
 
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
+use axum::body::Body;
 use axum::extract::{DefaultBodyLimit, Request, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::header::{CONTENT_LENGTH, CONTENT_TYPE, TRANSFER_ENCODING};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::{Json, Router};
+use http_body_util::{BodyExt, LengthLimitError, Limited};
 
 use crate::config::Secret;
 use crate::error::Error;
@@ -31,18 +39,59 @@ use crate::store::InstanceStore;
 pub const BASE_PATH: &str = "/runtime/webhooks/durabletask";
 /// The base path of Functions 1.x, still used by older clients.
 pub const LEGACY_BASE_PATH: &str = "/admin/extensions/DurableTaskExtension";
-/// The largest request body accepted.
+/// The largest request body accepted, chunked or not.
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
 /// The header that carries a key, besides the `code` query parameter.
 pub const KEY_HEADER: &str = "x-functions-key";
 /// The environment variable read by the command line for keys (comma separated).
 pub const KEYS_VARIABLE: &str = "DURABLE_STATUS_KEYS";
+/// How long a client has, by default, to send a request's headers (on a new
+/// connection, or on an idle kept-alive one) before it is disconnected.
+pub const DEFAULT_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a client has, by default, to send a request's body once its
+/// headers are in.
+pub const DEFAULT_BODY_READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// How many connections are served at once by default; past them, a
+/// connection is answered 503 and closed.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 256;
 
 /// What the HTTP API serves: the store of the default task hub, the means to
-/// open others (`taskHub=`), and the keys it accepts.
+/// open others (`taskHub=`), the keys it accepts, the public URL it hands
+/// out, and the limits of its connections.
+///
+/// # Keys
+///
+/// With keys configured, every API request needs one, compared in constant
+/// time. The rule is the Functions host's: when the request has an
+/// `x-functions-key` header, that header is the key presented (even if it
+/// is wrong, empty or not text, and whatever `code` says); only a request
+/// without the header presents its `code` query parameter. Without keys,
+/// [`serve`] listens on loopback only, and only requests addressed to a
+/// loopback host name and not sent by a page of another origin are
+/// answered.
+///
+/// # URLs
+///
+/// The `Location` of a 202 is built on the [public URL](Self::public_url)
+/// when one is configured, and is relative (path and query) otherwise:
+/// never from the request's `Host` or forwarded headers. It never carries
+/// the `code` parameter: a key in a URL ends up in logs and browser history.
+///
+/// # Limits
+///
+/// Request bodies, chunked ones included, are limited to [`MAX_BODY_BYTES`]
+/// (413) and must arrive within the [body-read
+/// timeout](Self::body_read_timeout) (408). [`serve`] closes a connection
+/// whose request headers take longer than the [header-read
+/// timeout](Self::header_read_timeout) (or that stays idle that long), and
+/// serves at most [`max_connections`](Self::max_connections) at once: one
+/// past them is answered 503 with `Retry-After` and closed.
 #[derive(Clone)]
 pub struct HttpApi {
     inner: Arc<Inner>,
+    /// Scheme, authority and path, without a trailing slash.
+    public_url: Option<Arc<str>>,
+    limits: Limits,
 }
 
 struct Inner {
@@ -53,11 +102,21 @@ struct Inner {
     purges: tokio::sync::Mutex<()>,
 }
 
+/// The limits of the server's connections and requests.
+#[derive(Clone, Copy, Debug)]
+struct Limits {
+    header_read_timeout: Duration,
+    body_read_timeout: Duration,
+    max_connections: usize,
+}
+
 impl std::fmt::Debug for HttpApi {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("HttpApi")
             .field("task_hub", &self.inner.default_store.task_hub())
             .field("keys", &self.inner.keys.len())
+            .field("public_url", &self.public_url)
+            .field("limits", &self.limits)
             .finish()
     }
 }
@@ -76,21 +135,83 @@ impl HttpApi {
                     .filter(|k| !k.expose().is_empty())
                     .collect(),
             }),
+            public_url: None,
+            limits: Limits {
+                header_read_timeout: DEFAULT_HEADER_READ_TIMEOUT,
+                body_read_timeout: DEFAULT_BODY_READ_TIMEOUT,
+                max_connections: DEFAULT_MAX_CONNECTIONS,
+            },
         }
     }
 
-    /// The routes: the API under both base paths, the page at `/`.
+    /// The URL clients reach this server at (`https://status.example.com`,
+    /// or with a path prefix, `https://example.com/durable`): `Location`
+    /// headers are absolute on it. Without one they are relative. An
+    /// `http` or `https` URL with a host, and no user, query or fragment;
+    /// [`Error::Config`] otherwise.
+    pub fn public_url(mut self, url: &str) -> crate::Result<Self> {
+        self.public_url = Some(parse_public_url(url)?.into());
+        Ok(self)
+    }
+
+    /// How long a client may take to send a request's headers, on a new
+    /// connection or an idle kept-alive one, before [`serve`] closes the
+    /// connection (default [`DEFAULT_HEADER_READ_TIMEOUT`]; at least 1 ms).
+    /// Sending slowly does not extend it.
+    pub fn header_read_timeout(mut self, timeout: Duration) -> Self {
+        self.limits.header_read_timeout = timeout.max(Duration::from_millis(1));
+        self
+    }
+
+    /// How long a client may take to send a request's body once its
+    /// headers are in; 408 after that (default
+    /// [`DEFAULT_BODY_READ_TIMEOUT`]; at least 1 ms).
+    pub fn body_read_timeout(mut self, timeout: Duration) -> Self {
+        self.limits.body_read_timeout = timeout.max(Duration::from_millis(1));
+        self
+    }
+
+    /// How many connections [`serve`] serves at once (default
+    /// [`DEFAULT_MAX_CONNECTIONS`]; at least 1). A connection past them is
+    /// answered 503 with `Retry-After` and closed.
+    pub fn max_connections(mut self, max: usize) -> Self {
+        self.limits.max_connections = max.max(1);
+        self
+    }
+
+    /// The routes: the API under both base paths, the page at `/`. Bodies
+    /// are limited and every error is JSON here already; the limits of
+    /// connections are [`serve`]'s.
     pub fn router(self) -> Router {
-        let api = handlers::routes()
-            .layer(middleware::from_fn_with_state(self.clone(), require_key))
-            .layer(middleware::from_fn(limit_body))
-            .layer(DefaultBodyLimit::max(MAX_BODY_BYTES));
+        let api =
+            handlers::routes().layer(middleware::from_fn_with_state(self.clone(), require_key));
         Router::new()
             .nest(BASE_PATH, api.clone())
             .nest(LEGACY_BASE_PATH, api)
             .merge(page::routes())
             .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "no such route") })
+            .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+            .layer(middleware::from_fn_with_state(self.clone(), limit_body))
+            .layer(middleware::from_fn(json_errors))
             .with_state(self)
+    }
+
+    /// The URL of what `uri` asked for, to hand back to the client: on the
+    /// public URL, or relative; without the `code` parameter.
+    pub(crate) fn url_of(&self, uri: &Uri) -> String {
+        let mut url = String::from(self.public_url.as_deref().unwrap_or(""));
+        push_visible(&mut url, uri.path());
+        let kept: Vec<&str> = uri
+            .query()
+            .unwrap_or("")
+            .split('&')
+            .filter(|pair| !pair.is_empty() && !is_key_parameter(pair))
+            .collect();
+        if !kept.is_empty() {
+            url.push('?');
+            push_visible(&mut url, &kept.join("&"));
+        }
+        url
     }
 
     /// The store of the `taskHub` parameter: another table of the same
@@ -107,7 +228,7 @@ impl HttpApi {
         self.inner.purges.lock().await
     }
 
-    fn key_matches(&self, presented: Option<&str>) -> bool {
+    fn key_matches(&self, presented: Option<&[u8]>) -> bool {
         if self.inner.keys.is_empty() {
             return true;
         }
@@ -117,8 +238,52 @@ impl HttpApi {
         // Compare with every key, in time that does not depend on where
         // they differ, nor on which key matched.
         self.inner.keys.iter().fold(false, |found, key| {
-            found | constant_time_eq(key.expose().as_bytes(), presented.as_bytes())
+            found | constant_time_eq(key.expose().as_bytes(), presented)
         })
+    }
+}
+
+/// `http[s]://host[:port][/prefix]`, checked, without a trailing slash.
+fn parse_public_url(text: &str) -> crate::Result<String> {
+    let invalid = |why: String| Error::Config(format!("public URL '{text}': {why}"));
+    let trimmed = text.trim();
+    if trimmed.contains(['?', '#']) {
+        return Err(invalid("must have no query and no fragment".into()));
+    }
+    let uri: Uri = trimmed
+        .parse()
+        .map_err(|e| invalid(format!("not a URL ({e})")))?;
+    let scheme = match uri.scheme_str() {
+        Some(scheme @ ("http" | "https")) => scheme,
+        _ => return Err(invalid("must start with https:// or http://".into())),
+    };
+    let authority = uri
+        .authority()
+        .filter(|a| !a.host().is_empty())
+        .ok_or_else(|| invalid("has no host".into()))?;
+    if authority.as_str().contains('@') {
+        return Err(invalid("must have no user information".into()));
+    }
+    let path = uri.path().trim_end_matches('/');
+    Ok(format!("{scheme}://{authority}{path}"))
+}
+
+/// Whether a query pair is the key (`code`, in any case or encoding).
+fn is_key_parameter(pair: &str) -> bool {
+    let name = pair.split_once('=').map_or(pair, |(name, _)| name);
+    form_urlencoded::parse(name.as_bytes())
+        .next()
+        .is_some_and(|(name, _)| name.eq_ignore_ascii_case("code"))
+}
+
+/// Appends `text`, percent-encoding the bytes a header value cannot hold.
+fn push_visible(url: &mut String, text: &str) {
+    for byte in text.bytes() {
+        if byte.is_ascii_graphic() {
+            url.push(char::from(byte));
+        } else {
+            url.push_str(&format!("%{byte:02X}"));
+        }
     }
 }
 
@@ -129,16 +294,19 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
+/// The key a request presents, as the Functions host reads it: its
+/// `x-functions-key` header when it has one, whatever it holds; else its
+/// `code` parameter.
+fn presented_key(request: &Request) -> Option<Vec<u8>> {
+    match request.headers().get(KEY_HEADER) {
+        Some(header) => Some(header.as_bytes().to_vec()),
+        None => params::Params::parse(request.uri().query())
+            .get("code")
+            .map(|code| code.as_bytes().to_vec()),
+    }
+}
+
 async fn require_key(State(api): State<HttpApi>, request: Request, next: Next) -> Response {
-    let from_header = request
-        .headers()
-        .get(KEY_HEADER)
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_owned);
-    let from_query = params::Params::parse(request.uri().query())
-        .get("code")
-        .map(str::to_owned);
-    let presented = from_header.or(from_query);
     if api.inner.keys.is_empty() {
         // No key: the server listens on loopback, but a web page the user
         // visits can still reach it. Refuse other host names (DNS
@@ -148,13 +316,13 @@ async fn require_key(State(api): State<HttpApi>, request: Request, next: Next) -
         }
         return next.run(request).await;
     }
-    if api.key_matches(presented.as_deref()) {
+    if api.key_matches(presented_key(&request).as_deref()) {
         next.run(request).await
     } else {
         ApiError::new(
             StatusCode::UNAUTHORIZED,
             format!(
-                "a valid key is required: the `code` query parameter or the {KEY_HEADER} header"
+                "a valid key is required: the {KEY_HEADER} header, or (without that header) the `code` query parameter"
             ),
         )
         .into_response()
@@ -202,22 +370,100 @@ fn same_machine_only(headers: &HeaderMap) -> Result<(), ApiError> {
     Ok(())
 }
 
-/// Refuses a declared body over the limit before anything else runs (no
-/// route reads a body, so the extractor's own limit would never apply).
-async fn limit_body(request: Request, next: Next) -> Response {
+/// Reads the body, whatever its framing, up to the limit and within the
+/// body-read timeout, before anything else runs: a body over the limit is a
+/// 413, and nothing is done. (No route takes a body, so an extractor's own
+/// limit would never apply.)
+async fn limit_body(State(api): State<HttpApi>, request: Request, next: Next) -> Response {
+    let too_large = |size: String| {
+        ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("request body: {size} bytes, the limit is {MAX_BODY_BYTES} bytes"),
+        )
+        .into_response()
+    };
     let declared = request
         .headers()
-        .get(axum::http::header::CONTENT_LENGTH)
+        .get(CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<usize>().ok());
-    match declared {
-        Some(length) if length > MAX_BODY_BYTES => ApiError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            format!("request body: {length} bytes, the limit is {MAX_BODY_BYTES} bytes"),
-        )
-        .into_response(),
-        _ => next.run(request).await,
+        .and_then(|v| v.parse::<u64>().ok());
+    if let Some(length) = declared.filter(|&length| length > MAX_BODY_BYTES as u64) {
+        return too_large(length.to_string());
     }
+    let (parts, body) = request.into_parts();
+    let timeout = api.limits.body_read_timeout;
+    let read = tokio::time::timeout(timeout, Limited::new(body, MAX_BODY_BYTES).collect()).await;
+    let body = match read {
+        Ok(Ok(collected)) => collected.to_bytes(),
+        Ok(Err(error)) if error.downcast_ref::<LengthLimitError>().is_some() => {
+            return too_large(format!("more than {MAX_BODY_BYTES}"));
+        }
+        Ok(Err(error)) => {
+            return ApiError::new(
+                StatusCode::BAD_REQUEST,
+                format!("request body: cannot be read: {error}"),
+            )
+            .into_response();
+        }
+        Err(_) => {
+            return ApiError::new(
+                StatusCode::REQUEST_TIMEOUT,
+                format!(
+                    "request body: not received within {} ms",
+                    timeout.as_millis()
+                ),
+            )
+            .into_response();
+        }
+    };
+    next.run(Request::from_parts(parts, Body::from(body))).await
+}
+
+/// Turns an error answer that is not JSON (the framework's: a 405 of method
+/// routing, an extractor's rejection) into `{"Message": "..."}`, keeping its
+/// status and its other headers (`Allow`).
+async fn json_errors(request: Request, next: Next) -> Response {
+    let method = request.method().clone();
+    let response = next.run(request).await;
+    let status = response.status();
+    let is_json = response
+        .headers()
+        .get(CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|t| t.starts_with("application/json"));
+    if !(status.is_client_error() || status.is_server_error()) || is_json {
+        return response;
+    }
+    let (parts, body) = response.into_parts();
+    let message = if status == StatusCode::METHOD_NOT_ALLOWED {
+        // (The router adds the Allow header after this.)
+        format!(
+            "method {method} is not allowed on this route: the Allow header lists those that are"
+        )
+    } else {
+        Limited::new(body, 4096)
+            .collect()
+            .await
+            .ok()
+            .and_then(|text| String::from_utf8(text.to_bytes().to_vec()).ok())
+            .map(|text| text.trim().to_owned())
+            .filter(|text| !text.is_empty())
+            .unwrap_or_else(|| {
+                status
+                    .canonical_reason()
+                    .unwrap_or("error")
+                    .to_ascii_lowercase()
+            })
+    };
+    let mut answer = ApiError::new(status, message).into_response();
+    let own: Vec<_> = answer.headers().keys().cloned().collect();
+    for (name, value) in &parts.headers {
+        let framing = [CONTENT_TYPE, CONTENT_LENGTH, TRANSFER_ENCODING].contains(name);
+        if !framing && !own.contains(name) {
+            answer.headers_mut().append(name.clone(), value.clone());
+        }
+    }
+    answer
 }
 
 /// Refuses to serve without a key anywhere but on loopback.
@@ -231,7 +477,10 @@ pub fn check_listen_address(addr: &SocketAddr, has_keys: bool) -> crate::Result<
     Ok(())
 }
 
-/// Serves the API on `listener` until `shutdown` completes.
+/// Serves the API on `listener` until `shutdown` completes, then waits for
+/// the requests in flight: HTTP/1.1, with the header-read timeout and the
+/// connection cap of `api` (see [`HttpApi`]). Refuses a listener off
+/// loopback when `api` has no key.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     api: HttpApi,
@@ -239,9 +488,7 @@ pub async fn serve(
 ) -> std::io::Result<()> {
     let addr = listener.local_addr()?;
     check_listen_address(&addr, !api.inner.keys.is_empty()).map_err(std::io::Error::other)?;
-    axum::serve(listener, api.router())
-        .with_graceful_shutdown(shutdown)
-        .await
+    server::run(listener, api, shutdown).await
 }
 
 /// An error answer: a status code and `{"Message": "..."}`, the shape of the
@@ -288,7 +535,7 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let mut headers = HeaderMap::new();
         if self.status == StatusCode::SERVICE_UNAVAILABLE {
-            headers.insert("retry-after", "5".parse().expect("a valid header"));
+            headers.insert("retry-after", HeaderValue::from_static("5"));
         }
         (
             self.status,
@@ -367,6 +614,57 @@ mod tests {
         let err = same_machine_only(&other).unwrap_err();
         assert_eq!(err.status, StatusCode::FORBIDDEN);
         assert!(err.message.contains("other origins"), "{}", err.message);
+    }
+
+    #[test]
+    fn public_urls_are_checked_and_trimmed() {
+        for (given, kept) in [
+            ("https://status.example.com", "https://status.example.com"),
+            ("https://status.example.com/", "https://status.example.com"),
+            (
+                "http://127.0.0.1:8080/prefix/",
+                "http://127.0.0.1:8080/prefix",
+            ),
+            (
+                " HTTPS://Status.example.com:443/a/b ",
+                "https://Status.example.com:443/a/b",
+            ),
+        ] {
+            assert_eq!(parse_public_url(given).unwrap(), kept, "{given}");
+        }
+        for bad in [
+            "status.example.com",
+            "ftp://status.example.com",
+            "https://",
+            "https://status.example.com/?code=x",
+            "https://status.example.com/#top",
+            "https://user:pass@status.example.com",
+            "/relative",
+            "",
+        ] {
+            let err = parse_public_url(bad).unwrap_err().to_string();
+            assert!(err.contains("public URL"), "{bad}: {err}");
+        }
+    }
+
+    #[test]
+    fn the_key_is_never_in_a_url_handed_out() {
+        for pair in ["code=k", "CODE=k", "c%6Fde=k", "Code", "code="] {
+            assert!(is_key_parameter(pair), "{pair}");
+        }
+        for pair in ["codes=k", "x=code", "cod=e"] {
+            assert!(!is_key_parameter(pair), "{pair}");
+        }
+        let uri: Uri =
+            "/runtime/webhooks/durabletask/instances/a%20b?code=k&x=1&&showInput=false&Code=j"
+                .parse()
+                .unwrap();
+        let mut url = String::new();
+        push_visible(&mut url, uri.path());
+        assert_eq!(url, "/runtime/webhooks/durabletask/instances/a%20b");
+        let mut raw = String::new();
+        push_visible(&mut raw, "/a b?é");
+        assert_eq!(raw, "/a%20b?%C3%A9");
     }
 
     #[test]
