@@ -705,3 +705,118 @@ fn without_configuration_the_error_says_how_to_start_the_emulator() {
     }
     assert!(err.starts_with("error: "), "{err}");
 }
+
+/// Instances of a new task hub on the bundled emulator: `completed` of them
+/// Completed and `running` Running, each with History rows.
+async fn hub_with_history(completed: usize, running: usize) -> (String, Vec<String>, Vec<String>) {
+    use durable_status::{InstanceStore, NewInstance, RuntimeStatus};
+    let name = common::unique_hub();
+    let store = InstanceStore::connect(&common::emulator(), &name)
+        .await
+        .expect("the store connects");
+    let done: Vec<String> = (0..completed).map(|i| format!("done/{i:03}")).collect();
+    let live: Vec<String> = (0..running).map(|i| format!("live/{i:03}")).collect();
+    let create = |id: &String, finish: bool| {
+        let store = store.clone();
+        let id = id.clone();
+        async move {
+            store
+                .create(NewInstance::new(&id, "Orch").status(RuntimeStatus::Running))
+                .await?;
+            if finish {
+                store.complete(&id, None).await?;
+            }
+            Ok::<_, durable_status::Error>(())
+        }
+    };
+    futures::future::try_join_all(done.iter().map(|id| create(id, true)))
+        .await
+        .unwrap();
+    futures::future::try_join_all(live.iter().map(|id| create(id, false)))
+        .await
+        .unwrap();
+    let keys: Vec<String> = done
+        .iter()
+        .chain(&live)
+        .map(|id| durable_status::format::keys::escape_key(id))
+        .collect();
+    let partitions: Vec<(&str, usize)> = keys.iter().map(|k| (k.as_str(), 3)).collect();
+    common::provider_history_on(&common::emulator(), &name, &partitions).await;
+    (name, done, live)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_killed_purge_process_is_finished_by_running_it_again() {
+    use durable_status::{InstanceStore, StoreOptions};
+    let emulator = common::emulator();
+    // Kill points, counted in requests through the proxy: amid the first
+    // instances' History, midway with 32 purges in flight, near the end.
+    for kill_at in [3, 60, 170] {
+        let (name, done, live) = hub_with_history(50, 10).await;
+        let proxy = common::proxy::Proxy::start(&emulator);
+        let through = proxy.config(&emulator);
+        let connection = common::connection_string_for(&through);
+        let args = [
+            "--connection-string",
+            &connection,
+            "--task-hub",
+            &name,
+            "purge",
+            "--created-from",
+            "2000-01-01",
+            "--yes",
+        ];
+        let mut gate = proxy.hold_nth_request(kill_at);
+        let mut child = Command::new(BIN)
+            .args(args)
+            .env_remove("RUST_LOG")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("the binary runs");
+        gate.reached().await;
+        // SIGKILL: no cleanup of any kind; the held request then reaches the
+        // service or not, as a request in flight at a crash does.
+        child.kill().expect("killed");
+        child.wait().expect("reaped");
+        gate.release();
+
+        let hub = Hub {
+            name: name.clone(),
+            connection: common::connection_string_for(&emulator),
+        };
+        let out = hub.ok(&["purge", "--created-from", "2000-01-01", "--yes"]);
+        assert!(
+            out.contains("deleted") || out.contains("nothing to purge"),
+            "{out}"
+        );
+
+        let store = InstanceStore::open(&emulator, &name, StoreOptions::default()).unwrap();
+        let history = common::azure_table_on(&emulator, &format!("{name}History"));
+        for id in &done {
+            assert!(
+                store.get(id).await.unwrap().is_none(),
+                "kill at {kill_at}: {id} has its row"
+            );
+            let key = durable_status::format::keys::escape_key(id);
+            assert_eq!(
+                common::history_rows(&history, &key).await,
+                0,
+                "kill at {kill_at}: {id} has History rows left"
+            );
+        }
+        for id in &live {
+            assert!(
+                store.get(id).await.unwrap().is_some(),
+                "kill at {kill_at}: running {id} was purged"
+            );
+            let key = durable_status::format::keys::escape_key(id);
+            assert_eq!(
+                common::history_rows(&history, &key).await,
+                3,
+                "kill at {kill_at}: running {id} lost History"
+            );
+        }
+    }
+}

@@ -120,9 +120,16 @@ pub fn other_tool(store: &InstanceStore) -> azure_data_tables::prelude::TableCli
 
 /// A table of the account under test, through the Azure crate.
 pub fn azure_table(name: &str) -> azure_data_tables::prelude::TableClient {
+    azure_table_on(&storage(), name)
+}
+
+/// A table of the account of `config`, through the Azure crate.
+pub fn azure_table_on(
+    config: &StorageConfig,
+    name: &str,
+) -> azure_data_tables::prelude::TableClient {
     use azure_data_tables::clients::TableServiceClientBuilder;
     use azure_storage::{CloudLocation, StorageCredentials};
-    let config = storage();
     let credentials = match &config.credentials {
         durable_status::Credentials::AccountKey { account, key } => StorageCredentials::access_key(
             account.clone(),
@@ -194,14 +201,19 @@ pub fn connection_string() -> String {
     if let Ok(text) = std::env::var(CONNECTION_STRING_VARIABLE) {
         return text;
     }
-    let config = emulator();
+    connection_string_for(&emulator())
+}
+
+/// A connection string for an endpoint that signs with an account key (the
+/// emulator, or a proxy in front of it).
+pub fn connection_string_for(config: &StorageConfig) -> String {
     match &config.credentials {
         durable_status::Credentials::AccountKey { account, key } => format!(
             "DefaultEndpointsProtocol=http;AccountName={account};AccountKey={};TableEndpoint={};",
             key.expose(),
             config.table_endpoint
         ),
-        _ => unreachable!("the emulator signs with its key"),
+        _ => panic!("a connection string is built for account-key endpoints only"),
     }
 }
 
@@ -211,7 +223,16 @@ pub async fn provider_history(
     store: &InstanceStore,
     partitions: &[(&str, usize)],
 ) -> azure_data_tables::prelude::TableClient {
-    let history = azure_table(&format!("{}History", store.task_hub()));
+    provider_history_on(&storage(), store.task_hub(), partitions).await
+}
+
+/// [`provider_history`] on the account of `config`.
+pub async fn provider_history_on(
+    config: &StorageConfig,
+    task_hub: &str,
+    partitions: &[(&str, usize)],
+) -> azure_data_tables::prelude::TableClient {
+    let history = azure_table_on(config, &format!("{task_hub}History"));
     let _ = history.create().await;
     for (partition, rows) in partitions {
         futures::future::try_join_all((0..*rows).map(|i| {

@@ -30,6 +30,8 @@ struct State {
     /// When the next lost response arrives, the proxy holds the connection
     /// open (the client still waits) until the test releases it.
     hold_lost: Mutex<Option<Stop>>,
+    /// The request that makes this count (from when it was set) is held.
+    hold_nth: Mutex<Option<(usize, Stop)>>,
 }
 
 /// The proxy's side of a [`Gate`].
@@ -196,6 +198,15 @@ impl Proxy {
         gate
     }
 
+    /// The `n`th request from now (1 is the next) is held at the proxy
+    /// before it reaches the service, until the gate is released.
+    pub fn hold_nth_request(&self, n: usize) -> Gate {
+        assert!(n >= 1, "the first request is 1");
+        let (gate, stop) = Gate::new();
+        *self.state.hold_nth.lock().unwrap() = Some((n, stop));
+        gate
+    }
+
     /// Lets `n` more requests through, then cuts every connection.
     pub fn fail_after(&self, n: usize) {
         self.state.budget.store(n, Ordering::SeqCst);
@@ -269,6 +280,20 @@ fn requests(mut from: TcpStream, mut to: TcpStream, state: Arc<State>, lose: Arc
                 }
             };
             if let Some(stop) = held_matching {
+                stop.wait();
+            }
+            let held_nth = {
+                let mut hold = state.hold_nth.lock().unwrap();
+                match hold.take() {
+                    Some((1, stop)) => Some(stop),
+                    Some((n, stop)) => {
+                        *hold = Some((n - 1, stop));
+                        None
+                    }
+                    None => None,
+                }
+            };
+            if let Some(stop) = held_nth {
                 stop.wait();
             }
             let held = {
