@@ -1436,3 +1436,170 @@ async fn a_slow_body_is_answered_408() -> Result<()> {
     );
     Ok(())
 }
+
+fn script_request(addr: std::net::SocketAddr) -> String {
+    format!("GET /app.js HTTP/1.1\r\nHost: {addr}\r\n\r\n")
+}
+
+/// A connection with a small receive buffer that sends 3,000 requests for
+/// the script (about 18 MiB of answers, more than any socket buffers) and
+/// never reads: its read half, unread, and the task that writes.
+async fn never_reading_client(
+    addr: std::net::SocketAddr,
+) -> Result<(tokio::net::tcp::OwnedReadHalf, tokio::task::JoinHandle<()>)> {
+    let socket = tokio::net::TcpSocket::new_v4()?;
+    socket.set_recv_buffer_size(4096)?;
+    let (reader, mut writer) = socket.connect(addr).await?.into_split();
+    let requests = script_request(addr).repeat(3000);
+    // (The server stops reading once its writes are stuck: this write
+    // waits, and fails when the server closes.)
+    let writing = tokio::spawn(async move {
+        let _ = writer.write_all(requests.as_bytes()).await;
+        // Kept open: never closes its side.
+        std::future::pending::<()>().await;
+    });
+    Ok((reader, writing))
+}
+
+/// Asks for the script on new connections until one is answered 200 (the
+/// others must be 503), for at most 10 s (a guard, not a measure). How long
+/// it took, if one was.
+async fn first_200(addr: std::net::SocketAddr) -> Option<Duration> {
+    let started = Instant::now();
+    while started.elapsed() < Duration::from_secs(10) {
+        let answer = raw(addr, script_request(addr).as_bytes()).await;
+        if answer.status == 200 {
+            return Some(started.elapsed());
+        }
+        assert_eq!(answer.status, 503);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    None
+}
+
+#[tokio::test]
+async fn a_client_that_never_reads_its_answers_is_disconnected() -> Result<()> {
+    let server = server_with(&[], |api| {
+        api.max_connections(1)
+            .write_timeout(Duration::from_millis(300))
+            .header_read_timeout(Duration::from_secs(30))
+    })
+    .await;
+    let (mut reader, writing) = never_reading_client(server.addr).await?;
+    // It holds the one place...
+    let first = raw(server.addr, script_request(server.addr).as_bytes()).await;
+    first.json_error(503, "while the client that never reads is served");
+    // ... until its answers have waited for the write timeout.
+    let waited = first_200(server.addr).await;
+    assert!(
+        waited.is_some(),
+        "a client that never reads holds its connection (503 for 10 s)"
+    );
+    assert!(
+        closed_by_server(&mut reader).await,
+        "the client that never reads is disconnected"
+    );
+    writing.abort();
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_connection_past_its_max_age_is_closed() -> Result<()> {
+    let server = server_with(&[], |api| {
+        api.max_connections(1)
+            .max_connection_age(Duration::from_millis(500))
+            .shutdown_grace(Duration::from_millis(1000))
+            .header_read_timeout(Duration::from_secs(30))
+            .write_timeout(Duration::from_secs(30))
+    })
+    .await;
+    // An idle kept-alive connection is closed at its age (the header-read
+    // timeout would keep it 30 s).
+    let started = Instant::now();
+    let mut idle = TcpStream::connect(server.addr).await?;
+    idle.write_all(script_request(server.addr).as_bytes())
+        .await?;
+    assert_eq!(read_answer(&mut idle).await.status, 200);
+    assert!(closed_by_server(&mut idle).await, "idle past its age");
+    let age = started.elapsed();
+    assert!(age >= Duration::from_millis(500), "closed at {age:?}");
+
+    // One with a request in flight at its age (its head half sent, on a
+    // new connection): answered, `connection: close`, and closed.
+    let mut busy = TcpStream::connect(server.addr).await?;
+    let head = script_request(server.addr);
+    let (start, rest) = head.split_at(20);
+    busy.write_all(start.as_bytes()).await?;
+    // Past the age, within the grace.
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    busy.write_all(rest.as_bytes()).await?;
+    let answer = read_answer(&mut busy).await;
+    assert_eq!(answer.status, 200);
+    assert_eq!(answer.header("connection"), Some("close"));
+    assert!(closed_by_server(&mut busy).await, "closed after its answer");
+
+    // A client that reads nothing, whose writes the write timeout would
+    // let wait 30 s: dropped once past its age and the grace.
+    let (_reader, writing) = never_reading_client(server.addr).await?;
+    let first = raw(server.addr, script_request(server.addr).as_bytes()).await;
+    first.json_error(503, "while the client that never reads is served");
+    assert!(
+        first_200(server.addr).await.is_some(),
+        "the client that never reads holds its connection past its age (503 for 10 s)"
+    );
+    writing.abort();
+    Ok(())
+}
+
+#[tokio::test]
+async fn serve_returns_within_the_shutdown_grace() -> Result<()> {
+    let store = common::store().await;
+    let api = HttpApi::new(store.clone(), Vec::new())
+        .header_read_timeout(Duration::from_secs(30))
+        .shutdown_grace(Duration::from_millis(300));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let serving = tokio::spawn(durable_status::http::serve(listener, api, async {
+        let _ = stopped.await;
+    }));
+    // A client that sends half a head, then a header line every 100 ms
+    // (for at most 20 s): the header-read timeout would let it go on 30 s.
+    let (mut reader, mut writer) = TcpStream::connect(addr).await?.into_split();
+    writer
+        .write_all(format!("GET /app.js HTTP/1.1\r\nHost: {addr}\r\n").as_bytes())
+        .await?;
+    // Accepted after it: the slow client is being served.
+    assert_eq!(raw(addr, script_request(addr).as_bytes()).await.status, 200);
+    let trickling = tokio::spawn(async move {
+        for i in 0..200 {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            if writer
+                .write_all(format!("X-Slow-{i}: 1\r\n").as_bytes())
+                .await
+                .is_err()
+            {
+                break;
+            }
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+
+    let started = Instant::now();
+    stop.send(()).unwrap();
+    let returned = tokio::time::timeout(Duration::from_secs(10), serving).await;
+    let elapsed = started.elapsed();
+    let served = returned.expect("serve returns within 10 s of the stop (a guard)");
+    served??;
+    assert!(
+        elapsed >= Duration::from_millis(300),
+        "the connection in flight had its grace: {elapsed:?}"
+    );
+    assert!(elapsed < Duration::from_secs(5), "{elapsed:?}");
+    assert!(
+        closed_by_server(&mut reader).await,
+        "the slow client is disconnected"
+    );
+    trickling.abort();
+    Ok(())
+}

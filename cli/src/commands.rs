@@ -409,7 +409,9 @@ async fn execute(cli: Cli, config: StorageConfig) -> Result<ExitCode> {
             }
             return purge(&store, filter, (from, to), yes, out).await;
         }
-        Command::Serve { addr, key, serving } => serve(store, addr, keys(key), &serving).await?,
+        Command::Serve { addr, key, serving } => {
+            return serve(store, addr, keys(key), &serving).await;
+        }
         Command::Demo { .. } => unreachable!("handled above"),
     }
     Ok(ExitCode::SUCCESS)
@@ -584,7 +586,7 @@ pub async fn serve(
     addr: SocketAddr,
     keys: Vec<Secret>,
     serving: &Serving,
-) -> Result<()> {
+) -> Result<ExitCode> {
     durable_status::http::check_listen_address(&addr, !keys.is_empty())?;
     let task_hub = store.task_hub().to_owned();
     // Checked before listening: a bad --public-url is a one-line error.
@@ -597,9 +599,47 @@ pub async fn serve(
         "Serving task hub {task_hub} on http://{bound} (status page at {})",
         serving.url(bound, "/")
     );
-    durable_status::http::serve(listener, api, async {
+    serve_until_interrupted(listener, api).await
+}
+
+/// The exit code of a server stopped by a second Ctrl-C (that of a process
+/// ended by SIGINT).
+const INTERRUPTED_AGAIN: u8 = 130;
+
+/// Serves until Ctrl-C, then lets the requests in flight finish (within the
+/// API's shutdown grace); a second Ctrl-C stops at once, dropping them. The
+/// exit code: success, or [`INTERRUPTED_AGAIN`].
+pub async fn serve_until_interrupted(
+    listener: tokio::net::TcpListener,
+    api: HttpApi,
+) -> Result<ExitCode> {
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let serving = durable_status::http::serve(listener, api, async {
+        let _ = stopped.await;
+    });
+    let interrupted_twice = async {
         let _ = tokio::signal::ctrl_c().await;
-    })
-    .await?;
-    Ok(())
+        let _ = stop.send(());
+        // Said only when there is something to wait for.
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        let _ = writeln!(
+            std::io::stderr(),
+            "Stopping: waiting for the requests in flight (Ctrl-C again to stop at once)"
+        );
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    tokio::select! {
+        served = serving => {
+            served?;
+            Ok(ExitCode::SUCCESS)
+        }
+        () = interrupted_twice => {
+            // (Dropping the server dropped its connections.)
+            let _ = writeln!(
+                std::io::stderr(),
+                "Stopped at once: the requests in flight were dropped"
+            );
+            Ok(ExitCode::from(INTERRUPTED_AGAIN))
+        }
+    }
 }

@@ -73,15 +73,12 @@ pub async fn run(
     }
     println!("Press Ctrl-C to stop.");
 
-    durable_status::http::serve(listener, api, async {
-        let _ = tokio::signal::ctrl_c().await;
-    })
-    .await?;
+    let code = crate::commands::serve_until_interrupted(listener, api).await?;
 
     simulation.abort();
     drop(azurite);
     println!("Stopped.");
-    Ok(ExitCode::SUCCESS)
+    Ok(code)
 }
 
 /// Starts a round of sample orchestrations, waits for it to finish, and

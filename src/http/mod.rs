@@ -54,6 +54,16 @@ pub const DEFAULT_BODY_READ_TIMEOUT: Duration = Duration::from_secs(10);
 /// How many connections are served at once by default; past them, a
 /// connection is answered 503 and closed.
 pub const DEFAULT_MAX_CONNECTIONS: usize = 256;
+/// How long, by default, an answer may wait to be written (the client reads
+/// nothing, its buffers are full) before the connection is closed.
+pub const DEFAULT_WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long, by default, a connection is served before it is asked to close
+/// (after the answer in flight, if any).
+pub const DEFAULT_MAX_CONNECTION_AGE: Duration = Duration::from_secs(10 * 60);
+/// How long, by default, the connections in flight have to finish once
+/// [`serve`] is told to stop (or once a connection is past its age) before
+/// they are dropped.
+pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
 /// What the HTTP API serves: the store of the default task hub, the means to
 /// open others (`taskHub=`), the keys it accepts, the public URL it hands
@@ -85,7 +95,14 @@ pub const DEFAULT_MAX_CONNECTIONS: usize = 256;
 /// whose request headers take longer than the [header-read
 /// timeout](Self::header_read_timeout) (or that stays idle that long), and
 /// serves at most [`max_connections`](Self::max_connections) at once: one
-/// past them is answered 503 with `Retry-After` and closed.
+/// past them is answered 503 with `Retry-After` and closed. A connection
+/// whose client reads nothing for the [write timeout](Self::write_timeout)
+/// while an answer waits to be written (refusals and parse errors included)
+/// is closed, and one older than the [max connection
+/// age](Self::max_connection_age) is asked to close after its answer in
+/// flight, and dropped if it has not within the [shutdown
+/// grace](Self::shutdown_grace). Once told to stop, [`serve`] gives the
+/// connections in flight the shutdown grace to finish, then drops them.
 #[derive(Clone)]
 pub struct HttpApi {
     inner: Arc<Inner>,
@@ -108,6 +125,9 @@ struct Limits {
     header_read_timeout: Duration,
     body_read_timeout: Duration,
     max_connections: usize,
+    write_timeout: Duration,
+    max_connection_age: Duration,
+    shutdown_grace: Duration,
 }
 
 impl std::fmt::Debug for HttpApi {
@@ -140,6 +160,9 @@ impl HttpApi {
                 header_read_timeout: DEFAULT_HEADER_READ_TIMEOUT,
                 body_read_timeout: DEFAULT_BODY_READ_TIMEOUT,
                 max_connections: DEFAULT_MAX_CONNECTIONS,
+                write_timeout: DEFAULT_WRITE_TIMEOUT,
+                max_connection_age: DEFAULT_MAX_CONNECTION_AGE,
+                shutdown_grace: DEFAULT_SHUTDOWN_GRACE,
             },
         }
     }
@@ -176,6 +199,39 @@ impl HttpApi {
     /// answered 503 with `Retry-After` and closed.
     pub fn max_connections(mut self, max: usize) -> Self {
         self.limits.max_connections = max.max(1);
+        self
+    }
+
+    /// How long [`serve`] waits for a client to take an answer: when a
+    /// write to the connection makes no progress for this long (the client
+    /// reads nothing and the buffers are full), the connection is closed
+    /// (default [`DEFAULT_WRITE_TIMEOUT`]; at least 1 ms). Every write is
+    /// bounded so: answers, 503 refusals past the connection cap, and the
+    /// answers to requests that are not valid HTTP. A client that reads
+    /// slowly but steadily is bounded by the [max connection
+    /// age](Self::max_connection_age) instead.
+    pub fn write_timeout(mut self, timeout: Duration) -> Self {
+        self.limits.write_timeout = timeout.max(Duration::from_millis(1));
+        self
+    }
+
+    /// How long [`serve`] serves one connection: past this, it is asked to
+    /// close (at once when idle, after its answer in flight otherwise,
+    /// which then says `connection: close`), and dropped if it has not
+    /// within the [shutdown grace](Self::shutdown_grace) (default
+    /// [`DEFAULT_MAX_CONNECTION_AGE`]; at least 1 ms).
+    pub fn max_connection_age(mut self, age: Duration) -> Self {
+        self.limits.max_connection_age = age.max(Duration::from_millis(1));
+        self
+    }
+
+    /// How long the connections in flight have to finish once [`serve`] is
+    /// told to stop, or once a connection is past its [max
+    /// age](Self::max_connection_age): then they are dropped, and `serve`
+    /// returns (default [`DEFAULT_SHUTDOWN_GRACE`]; zero drops them at
+    /// once).
+    pub fn shutdown_grace(mut self, grace: Duration) -> Self {
+        self.limits.shutdown_grace = grace;
         self
     }
 
@@ -478,9 +534,11 @@ pub fn check_listen_address(addr: &SocketAddr, has_keys: bool) -> crate::Result<
 }
 
 /// Serves the API on `listener` until `shutdown` completes, then waits for
-/// the requests in flight: HTTP/1.1, with the header-read timeout and the
-/// connection cap of `api` (see [`HttpApi`]). Refuses a listener off
-/// loopback when `api` has no key.
+/// the requests in flight, at most the [shutdown
+/// grace](HttpApi::shutdown_grace), and drops the connections left:
+/// HTTP/1.1, with the timeouts, the connection cap and the connection age
+/// of `api` (see [`HttpApi`]). Refuses a listener off loopback when `api`
+/// has no key. Dropping the returned future drops every connection at once.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     api: HttpApi,
