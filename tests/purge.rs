@@ -32,10 +32,17 @@ async fn remaining(store: &InstanceStore) -> Result<Vec<String>> {
     Ok(ids)
 }
 
-/// Creates instances and moves each to its status.
+/// Creates instances and moves each to its status. Each is run `e1`, the
+/// ExecutionId that `common::provider_history` writes in History rows: the
+/// rows the provider wrote for that run. (A purge deletes a History row
+/// when it carries the ExecutionId of the row it read, or when it was
+/// written before that row; a row of another run written since is a new
+/// run's, and stays.)
 async fn instances(store: &InstanceStore, plan: &[(&str, RuntimeStatus)]) -> Result<()> {
     for (id, status) in plan {
-        store.create(NewInstance::new(*id, "Orch")).await?;
+        store
+            .create(NewInstance::new(*id, "Orch").execution_id("e1"))
+            .await?;
         match status {
             RuntimeStatus::Pending => {}
             RuntimeStatus::Running => drop(store.start(id).await?),
@@ -523,6 +530,7 @@ impl Scenario {
     /// The new run of `b-rerun`, started after the purge read the old one.
     async fn rerun(&self) {
         let rerun = NewInstance::new("b-rerun", "Orch")
+            .execution_id("e2")
             .status(RuntimeStatus::Running)
             .overwrite_terminal(true);
         self.store.create(rerun).await.expect("the new run starts");
@@ -604,15 +612,19 @@ fn progress_of(err: &Error) -> durable_status::PurgeProgress {
 
 /// Requests of a purge run one at a time (concurrency 1) on the scenario:
 /// the History look and the first page (2); `a-big`, 150 rows: its
-/// snapshot, a check and a batch twice, its row (6, so 8); `b-rerun`, changed
-/// since the scan: its snapshot and a check that finds the change (2, so 10);
-/// each `done-NN`: snapshot, check, batch, row (4: 14, 18, ...).
+/// History page, a check and a batch twice, its row (6, so 8); `b-rerun`,
+/// changed since the scan: its History page, which holds only the new
+/// run's rows (ExecutionId `e2`, written after the row was read), so no
+/// check and no batch, and its row's delete at the old version, refused
+/// (2, so 10; before History rows were told apart by run, the page and a
+/// check that found the change); each `done-NN`: page, check, batch, row
+/// (4: 14, 18, ...).
 const B_RERUN_DONE: usize = 10;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_purge_cut_amid_an_instances_history_is_finished_by_a_rerun() -> Result<()> {
     let scenario = Scenario::new(3).await?;
-    // The look, the page, a-big's snapshot, check, first batch: the second
+    // The look, the page, a-big's History page, check, first batch: the second
     // check is cut.
     let err = scenario.cut_purge(5, 1).await;
     let progress = progress_of(&err);
@@ -638,7 +650,7 @@ async fn a_purge_cut_amid_an_instances_history_is_finished_by_a_rerun() -> Resul
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_purge_cut_between_the_history_and_the_row_is_finished_by_a_rerun() -> Result<()> {
     let scenario = Scenario::new(3).await?;
-    // done-01: its snapshot, check and batch go through; its row delete is cut.
+    // done-01: its History page, check and batch go through; its row delete is cut.
     let err = scenario.cut_purge(B_RERUN_DONE + 4 + 3, 1).await;
     let progress = progress_of(&err);
     assert_eq!(
@@ -656,7 +668,7 @@ async fn a_purge_cut_between_the_history_and_the_row_is_finished_by_a_rerun() ->
     assert_eq!(
         proxy.take_requests(),
         2 + 2 + 4,
-        "the look and the page; done-01: an empty snapshot and its row; done-02 whole"
+        "the look and the page; done-01: an empty History page and its row; done-02 whole"
     );
     scenario.assert_finished("cut before done-01's row").await
 }
@@ -688,7 +700,7 @@ async fn a_purge_cut_midway_with_purges_in_flight_is_finished_by_a_rerun() -> Re
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_purge_cut_at_any_request_is_finished_by_a_rerun() -> Result<()> {
     // Every request of a purge, one at a time, through done-01: the look,
-    // the page, each snapshot, check, batch and row delete, and a skip.
+    // the page, each History page, check, batch and row delete, and a skip.
     for cut in 0..B_RERUN_DONE + 2 * 4 {
         let scenario = Scenario::new(2).await?;
         let err = scenario.cut_purge(cut, 1).await;
@@ -757,6 +769,10 @@ async fn a_lost_batch_answer_is_sent_again_and_the_history_read_again() -> Resul
         .purge(&PurgeFilter::created_from(an_hour_ago()))
         .await?;
     assert_eq!(done.deleted, 1);
+    assert_eq!(
+        done.history_rows_deleted, 150,
+        "the rows of the batch whose answer was lost are counted: gone when read again"
+    );
     assert_eq!(common::history_rows(&history, "big").await, 0);
     let lines = proxy.take_lines();
     let snapshots = lines
@@ -769,10 +785,11 @@ async fn a_lost_batch_answer_is_sent_again_and_the_history_read_again() -> Resul
 
 #[tokio::test]
 async fn a_single_purge_cut_at_any_request_is_finished_by_a_rerun() -> Result<()> {
-    // purge_instance: snapshot, batch, row (3); purge_terminal_instance:
-    // read, snapshot, check, batch, row (5).
+    // Either form: the read of the row, a page of its History, the check,
+    // the batch, the row (5). (purge_instance took 3 before it read the
+    // row first: a page, a batch at any version, the row at any version.)
     for terminal in [false, true] {
-        for cut in 0..if terminal { 5 } else { 3 } {
+        for cut in 0..5 {
             let store = common::emulator_store().await;
             instances(&store, &[("one", RuntimeStatus::Completed)]).await?;
             let history = common::provider_history(&store, &[("one", 3)]).await;
@@ -812,6 +829,7 @@ async fn new_run_scenario() -> Result<(InstanceStore, History, InstanceStore, co
 
 async fn start_new_run(store: &InstanceStore) -> Result<String> {
     let rerun = NewInstance::new("old", "Orch")
+        .execution_id("e2")
         .status(RuntimeStatus::Running)
         .overwrite_terminal(true);
     store.create(rerun).await?;
@@ -842,7 +860,7 @@ async fn a_new_run_started_while_the_history_is_read_is_never_touched() -> Resul
 #[tokio::test]
 async fn a_new_run_started_before_the_check_is_never_touched() -> Result<()> {
     let (store, history, proxied, proxy) = new_run_scenario().await?;
-    // The snapshot is read (the old run's 3 rows); the check is held.
+    // The History page is read (the old run's 3 rows); the check is held.
     let mut gate = proxy.hold_request_matching("GET", "Instances(PartitionKey='old'");
     let filter = PurgeFilter::created_from(an_hour_ago());
     let purge = tokio::spawn(async move { proxied.purge(&filter).await });
@@ -867,13 +885,13 @@ async fn a_new_run_started_before_the_check_is_never_touched() -> Result<()> {
 #[tokio::test]
 async fn a_new_run_started_after_the_check_keeps_its_row_and_new_history() -> Result<()> {
     let (store, history, proxied, proxy) = new_run_scenario().await?;
-    // The snapshot is read and the check passed; the batch is held.
+    // The History page is read and the check passed; the batch is held.
     let mut gate = proxy.hold_request_matching("POST", "$batch");
     let filter = PurgeFilter::created_from(an_hour_ago());
     let purge = tokio::spawn(async move { proxied.purge(&filter).await });
     gate.reached().await;
     let execution_id = start_new_run(&store).await?;
-    // Rows the snapshot does not hold. (A rewritten row 0-2 would be kept
+    // Rows the page read does not hold. (A rewritten row 0-2 would be kept
     // by its new ETag on Table Storage, which rolls the batch back; Azurite
     // ignores If-Match inside batches, so that part is shown by the unit
     // test of the batch request instead.)
@@ -912,5 +930,288 @@ async fn purging_one_terminal_instance_reads_a_new_run_again_and_refuses_it() ->
     );
     assert_eq!(store.get("old").await?.unwrap().execution_id, execution_id);
     assert_eq!(history_of(&history, "old").await, run_rows(0..6, "e2"));
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------
+// History the purge cannot reach, a new run that writes its History before
+// its row, and the single purges' guards.
+// ---------------------------------------------------------------------------
+
+/// A pause after which what the emulator writes carries a later Timestamp
+/// than what it wrote before (its clock counts milliseconds).
+async fn later() {
+    tokio::time::sleep(Duration::from_millis(20)).await;
+}
+
+/// Writes one History row, replacing a row of the same key; without an
+/// ExecutionId when `run` is `None` (as some writers leave it out).
+async fn put_history(history: &History, partition: &str, row_key: &str, run: Option<&str>) {
+    let mut row = json!({
+        "PartitionKey": partition,
+        "RowKey": row_key,
+        "EventType": "TaskScheduled",
+    });
+    if let Some(run) = run {
+        row["ExecutionId"] = json!(run);
+    }
+    let _ = history
+        .partition_key_client(partition.replace('\'', "''"))
+        .entity_client(row_key.replace('\'', "''"))
+        .insert_or_replace(&row)
+        .expect("serializes")
+        .await
+        .expect("the history row is written");
+}
+
+/// A store of the task hub of `store` whose credentials reach its Instances
+/// table only: a table SAS, as a tool given access to the status rows alone
+/// would hold.
+fn instances_only(store: &InstanceStore) -> Result<InstanceStore> {
+    let sas = common::table_sas(
+        &common::emulator(),
+        &format!("{}Instances", store.task_hub()),
+    );
+    Ok(InstanceStore::open(
+        &sas,
+        store.task_hub(),
+        StoreOptions::default(),
+    )?)
+}
+
+/// What a purge that cannot reach the History table must say.
+fn assert_history_out_of_reach(store: &InstanceStore, err: &Error) {
+    let text = durable_status_chain(err);
+    assert!(
+        text.contains("HTTP 403")
+            && text.contains(&format!("'{}History'", store.task_hub()))
+            && text.contains("include_history(false)")
+            && text.contains("--keep-history"),
+        "{text}"
+    );
+}
+
+/// An error and its causes on one line.
+fn durable_status_chain(err: &Error) -> String {
+    let mut text = err.to_string();
+    let mut source = std::error::Error::source(err);
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
+#[tokio::test]
+async fn a_purge_that_cannot_reach_the_history_stops_and_keeps_the_rows() -> Result<()> {
+    let store = common::emulator_store().await;
+    instances(&store, &[("done", RuntimeStatus::Completed)]).await?;
+    let history =
+        common::provider_history_on(&common::emulator(), store.task_hub(), &[("done", 3)]).await;
+    let scoped = instances_only(&store)?;
+    assert!(
+        scoped.get("done").await?.is_some(),
+        "the SAS reaches the Instances table"
+    );
+
+    let filter = PurgeFilter::created_from(an_hour_ago());
+    let err = scoped.purge(&filter).await.unwrap_err();
+    let Error::PurgeInterrupted { progress, source } = &err else {
+        panic!("expected an interrupted purge: {err}");
+    };
+    assert!(
+        matches!(**source, Error::Storage { status: 403, .. }),
+        "{source}"
+    );
+    assert_history_out_of_reach(&store, &err);
+    assert_eq!((progress.deleted, progress.history_rows_deleted), (0, 0));
+    assert!(
+        store.get("done").await?.is_some(),
+        "the row stays, so that a purge that can reach the History finds it"
+    );
+    assert_eq!(common::history_rows(&history, "done").await, 3);
+
+    // Rows only, when the caller says so.
+    let done = scoped.purge(&filter.include_history(false)).await?;
+    assert_eq!((done.deleted, done.history_rows_deleted), (1, 0));
+    assert_eq!(common::history_rows(&history, "done").await, 3);
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_single_purge_that_cannot_reach_the_history_fails_and_keeps_the_row() -> Result<()> {
+    for terminal in [false, true] {
+        let store = common::emulator_store().await;
+        instances(&store, &[("one", RuntimeStatus::Completed)]).await?;
+        let history =
+            common::provider_history_on(&common::emulator(), store.task_hub(), &[("one", 3)]).await;
+        let scoped = instances_only(&store)?;
+        let err = if terminal {
+            scoped.purge_terminal_instance("one").await
+        } else {
+            scoped.purge_instance("one").await
+        }
+        .unwrap_err();
+        assert!(
+            matches!(err, Error::Storage { status: 403, .. }),
+            "terminal {terminal}: {err}"
+        );
+        assert_history_out_of_reach(&store, &err);
+        assert!(store.get("one").await?.is_some(), "terminal {terminal}");
+        assert_eq!(common::history_rows(&history, "one").await, 3);
+    }
+    Ok(())
+}
+
+/// `old`: run `e1` wrote its History (rows 0-2 and its sentinel), then its
+/// row reached Completed (the ETag a purge reads). Then a new run, `e2`,
+/// wrote its History before its row, as the provider does: row 2 and the
+/// sentinel rewritten, rows 3-4 added. The row is still the old run's.
+async fn new_run_history_first() -> Result<(InstanceStore, History)> {
+    let store = common::emulator_store().await;
+    let start = NewInstance::new("old", "Orch")
+        .execution_id("e1")
+        .status(RuntimeStatus::Running);
+    store.create(start).await?;
+    let history = common::provider_history_on(&common::emulator(), store.task_hub(), &[]).await;
+    write_history(&history, "old", 0..3, "e1").await;
+    put_history(&history, "old", "sentinel", Some("e1")).await;
+    later().await;
+    store.complete("old", None).await?;
+    later().await;
+    write_history(&history, "old", 2..5, "e2").await;
+    put_history(&history, "old", "sentinel", Some("e2")).await;
+    Ok((store, history))
+}
+
+/// What the new run of [`new_run_history_first`] wrote.
+fn new_run_rows() -> Vec<(String, String)> {
+    let mut rows = run_rows(2..5, "e2");
+    rows.push(("sentinel".into(), "e2".into()));
+    rows
+}
+
+#[tokio::test]
+async fn a_new_run_that_writes_its_history_before_its_row_keeps_it() -> Result<()> {
+    let (store, history) = new_run_history_first().await?;
+    let (proxied, proxy) = common::through_proxy(&store, StoreOptions::default()).await;
+    // The History is purged; the row's delete (at the old run's ETag) is
+    // held while the new run writes its row.
+    let mut gate = proxy.hold_request_matching("DELETE", "Instances(PartitionKey='old'");
+    let filter = PurgeFilter::created_from(an_hour_ago());
+    let purge = tokio::spawn(async move { proxied.purge(&filter).await });
+    gate.reached().await;
+    assert_eq!(
+        history_of(&history, "old").await,
+        new_run_rows(),
+        "only the old run's rows went"
+    );
+    let execution_id = start_new_run(&store).await?;
+    gate.release();
+    let done = purge.await??;
+    assert_eq!(
+        (done.deleted, done.skipped, done.history_rows_deleted),
+        (0, 1, 2),
+        "rows 0 and 1 were the old run's; its row is the new run's now"
+    );
+    assert_eq!(store.get("old").await?.unwrap().execution_id, execution_id);
+    assert_eq!(history_of(&history, "old").await, new_run_rows());
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_continue_as_new_chain_is_purged_whole() -> Result<()> {
+    let store = common::emulator_store().await;
+    // Generations g1 and g2 continued as new; g3 completed. The partition
+    // holds all three, and a row without ExecutionId, all written before
+    // the row's last write.
+    let start = NewInstance::new("chain", "Orch")
+        .execution_id("g3")
+        .status(RuntimeStatus::Running);
+    store.create(start).await?;
+    let history = common::provider_history_on(&common::emulator(), store.task_hub(), &[]).await;
+    write_history(&history, "chain", 0..2, "g1").await;
+    write_history(&history, "chain", 2..4, "g2").await;
+    write_history(&history, "chain", 4..6, "g3").await;
+    put_history(&history, "chain", "untagged", None).await;
+    put_history(&history, "chain", "sentinel", Some("g3")).await;
+    later().await;
+    store.complete("chain", None).await?;
+    let done = store
+        .purge(&PurgeFilter::created_from(an_hour_ago()))
+        .await?;
+    assert_eq!((done.deleted, done.history_rows_deleted), (1, 8));
+    assert_eq!(history_of(&history, "chain").await, []);
+    Ok(())
+}
+
+#[tokio::test]
+async fn purging_one_instance_keeps_the_history_of_a_new_run() -> Result<()> {
+    for terminal in [false, true] {
+        let (store, history) = new_run_history_first().await?;
+        let purged = if terminal {
+            store.purge_terminal_instance("old").await?
+        } else {
+            store.purge_instance("old").await?
+        };
+        assert!(purged, "the old run's row is deleted (terminal {terminal})");
+        assert_eq!(
+            history_of(&history, "old").await,
+            new_run_rows(),
+            "terminal {terminal}: only the old run's History went"
+        );
+        // The new run writes its row: all of it is there.
+        let execution_id = start_new_run(&store).await?;
+        assert_eq!(execution_id, "e2");
+        assert_eq!(history_of(&history, "old").await, new_run_rows());
+    }
+    Ok(())
+}
+
+#[tokio::test]
+async fn purging_one_terminal_instance_without_a_row_leaves_its_history() -> Result<()> {
+    // A first run has written History, not yet its row.
+    let store = common::emulator_store().await;
+    let history =
+        common::provider_history_on(&common::emulator(), store.task_hub(), &[("first", 3)]).await;
+    assert!(!store.purge_terminal_instance("first").await?);
+    assert_eq!(
+        common::history_rows(&history, "first").await,
+        3,
+        "nothing says whether that History is of a terminal run"
+    );
+    // Whatever its status: with no row, the whole partition.
+    assert!(!store.purge_instance("first").await?);
+    assert_eq!(common::history_rows(&history, "first").await, 0);
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_long_history_is_deleted_a_page_at_a_time() -> Result<()> {
+    let store = common::emulator_store().await;
+    instances(&store, &[("long", RuntimeStatus::Completed)]).await?;
+    let history =
+        common::provider_history_on(&common::emulator(), store.task_hub(), &[("long", 1_050)])
+            .await;
+    let (proxied, proxy) = common::through_proxy(&store, StoreOptions::default()).await;
+    let done = proxied
+        .purge(&PurgeFilter::created_from(an_hour_ago()))
+        .await?;
+    assert_eq!((done.deleted, done.history_rows_deleted), (1, 1_050));
+    assert_eq!(common::history_rows(&history, "long").await, 0);
+    let lines = proxy.take_lines();
+    let at = |what: &dyn Fn(&String) -> bool| -> Vec<usize> {
+        (0..lines.len()).filter(|&i| what(&lines[i])).collect()
+    };
+    let pages = at(&|l| l.contains("History()") && l.contains("$filter"));
+    let batches = at(&|l| l.starts_with("POST"));
+    assert_eq!((pages.len(), batches.len()), (2, 11), "{lines:#?}");
+    assert!(
+        batches[0] < pages[1],
+        "the first page is deleted before the second is read: {lines:#?}"
+    );
+    // The look, the scan; two pages, a check and a batch per 100 rows, the row.
+    assert_eq!(lines.len(), 2 + 2 + 2 * 11 + 1, "{lines:#?}");
     Ok(())
 }

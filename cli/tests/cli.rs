@@ -432,6 +432,61 @@ async fn serve_hands_out_urls_on_the_public_url_only() {
     assert!(child.wait().unwrap().success());
 }
 
+#[tokio::test]
+async fn a_second_ctrl_c_stops_serve_at_once() {
+    let hub = Hub::new();
+    let mut child = hub
+        .command(&["serve", "--addr", "127.0.0.1:0", "--key", "k1"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let line = wait_for_line(&mut lines, "Serving task hub");
+    let addr = line
+        .split("http://")
+        .nth(1)
+        .unwrap()
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .to_owned();
+    // A client that sends half a request head and waits: the server gives
+    // it the header-read timeout (10 s), and the grace (10 s).
+    let mut slow = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    tokio::io::AsyncWriteExt::write_all(
+        &mut slow,
+        format!("GET /app.js HTTP/1.1\r\nHost: {addr}\r\n").as_bytes(),
+    )
+    .await
+    .unwrap();
+    // Accepted after it: the slow client is being served.
+    let page = reqwest::get(format!("http://{addr}/app.js")).await.unwrap();
+    assert_eq!(page.status(), 200);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+
+    interrupt(&child);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "the first Ctrl-C waits for the request in flight"
+    );
+    interrupt(&child);
+    let interrupted = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if interrupted.elapsed() > Duration::from_secs(5) {
+            child.kill().unwrap();
+            child.wait().unwrap();
+            panic!("serve did not stop within 5 s of a second Ctrl-C");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(status.code(), Some(130), "{status}");
+    drop(slow);
+}
+
 const DEMO_KEY: &str = "demo-key-never-printed";
 
 #[tokio::test]
@@ -707,7 +762,10 @@ fn without_configuration_the_error_says_how_to_start_the_emulator() {
 }
 
 /// Instances of a new task hub on the bundled emulator: `completed` of them
-/// Completed and `running` Running, each with History rows.
+/// Completed and `running` Running, each with History rows of its run
+/// (ExecutionId `e1`, as `common::provider_history_on` writes them: a
+/// purge deletes a History row of the run it read, or one written before
+/// the row it read, never a newer run's).
 async fn hub_with_history(completed: usize, running: usize) -> (String, Vec<String>, Vec<String>) {
     use durable_status::{InstanceStore, NewInstance, RuntimeStatus};
     let name = common::unique_hub();
@@ -721,7 +779,11 @@ async fn hub_with_history(completed: usize, running: usize) -> (String, Vec<Stri
         let id = id.clone();
         async move {
             store
-                .create(NewInstance::new(&id, "Orch").status(RuntimeStatus::Running))
+                .create(
+                    NewInstance::new(&id, "Orch")
+                        .execution_id("e1")
+                        .status(RuntimeStatus::Running),
+                )
                 .await?;
             if finish {
                 store.complete(&id, None).await?;

@@ -45,6 +45,23 @@ impl TableClient {
         request: &PageRequest,
         resume: Option<&Continuation>,
     ) -> Result<Page> {
+        match self.query_existing_page(request, resume).await {
+            Err(Error::TableNotFound { .. }) => Ok(Page {
+                rows: Vec::new(),
+                continuation: None,
+            }),
+            other => other,
+        }
+    }
+
+    /// [`TableClient::query_page`], but a table that does not exist is
+    /// [`Error::TableNotFound`]: a table with no rows is told apart from no
+    /// table.
+    pub(crate) async fn query_existing_page(
+        &self,
+        request: &PageRequest,
+        resume: Option<&Continuation>,
+    ) -> Result<Page> {
         let fetched = self
             .send(|| async {
                 let mut query = self.table.query();
@@ -74,12 +91,6 @@ impl TableClient {
         let page: QueryEntityResponse<Entity> = match fetched {
             Ok(Some(page)) => page,
             Ok(None) => return Err(Error::transport("the query returned no page")),
-            Err(Error::TableNotFound { .. }) => {
-                return Ok(Page {
-                    rows: Vec::new(),
-                    continuation: None,
-                })
-            }
             Err(other) => return Err(other),
         };
         let continuation =
