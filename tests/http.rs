@@ -483,6 +483,77 @@ async fn listing_filters_and_their_errors() -> Result<()> {
 }
 
 #[tokio::test]
+async fn listing_by_orchestrator_name() -> Result<()> {
+    let server = server().await;
+    for (id, name) in [
+        ("a-1", "Ship"),
+        ("a-2", "Ship"),
+        ("a-3", "ShipFast"),
+        ("b-1", "Bill"),
+        ("b-2", "Ship"),
+        ("q-1", "x' or Name ne 'x"),
+    ] {
+        server.store.create(NewInstance::new(id, name)).await?;
+    }
+    server.store.start("a-2").await?;
+    let ids = |answer: Answer| -> Vec<String> {
+        assert_eq!(answer.status, StatusCode::OK, "{:?}", answer.body);
+        let mut ids: Vec<String> = answer
+            .body
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|i| i["instanceId"].as_str().unwrap().to_owned())
+            .collect();
+        ids.sort();
+        ids
+    };
+    assert_eq!(
+        ids(server.get("/instances?name=Ship").await),
+        ["a-1", "a-2", "b-2"],
+        "exact: not ShipFast"
+    );
+    assert_eq!(
+        ids(server.get("/instances?name=Ship,Bill").await),
+        ["a-1", "a-2", "b-1", "b-2"]
+    );
+    assert_eq!(
+        ids(server.get("/instances?NAME=Bill&name=ShipFast").await),
+        ["a-3", "b-1"],
+        "repeated, and the parameter's case is ignored"
+    );
+    assert_eq!(
+        ids(server
+            .get("/instances?name=Ship&instanceIdPrefix=a-&runtimeStatus=Pending&createdTimeFrom=2000-01-01T00:00:00Z")
+            .await),
+        ["a-1"]
+    );
+    assert_eq!(
+        ids(server
+            .get("/instances?name=x%27%20or%20Name%20ne%20%27x")
+            .await),
+        ["q-1"],
+        "quoted: the name is matched as text"
+    );
+    assert!(ids(server
+        .get("/instances?name=y%27%20or%20Name%20ne%20%27y")
+        .await)
+    .is_empty());
+    let too_many = (0..16)
+        .map(|i| format!("n{i}"))
+        .collect::<Vec<_>>()
+        .join(",");
+    let answer = server.get(&format!("/instances?name={too_many}")).await;
+    assert_eq!(answer.status, StatusCode::BAD_REQUEST);
+    assert!(
+        message(&answer).starts_with("name:") && message(&answer).contains("15"),
+        "{}",
+        message(&answer)
+    );
+    Ok(())
+}
+
+#[tokio::test]
 async fn deleting_one_instance() -> Result<()> {
     let server = server().await;
     server.instance("done", RuntimeStatus::Completed).await;

@@ -531,3 +531,255 @@ async fn counts_per_status_read_only_the_status_column() -> Result<()> {
     );
     Ok(())
 }
+
+/// A row as the Durable Task provider writes it, of a chosen orchestrator.
+async fn named_row(store: &InstanceStore, id: &str, name: &str, status: &str, created: &str) {
+    common::write_raw_row(
+        store,
+        json!({
+            "PartitionKey": durable_status::format::keys::escape_key(id),
+            "RowKey": "",
+            "Name": name,
+            "RuntimeStatus": status,
+            "CustomStatus": "null",
+            "CreatedTime": created,
+            "CreatedTime@odata.type": "Edm.DateTime",
+            "LastUpdatedTime": created,
+            "LastUpdatedTime@odata.type": "Edm.DateTime",
+            "TaskHubName": store.task_hub(),
+        }),
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn filters_by_orchestrator_name_exactly() -> Result<()> {
+    let store = common::store().await;
+    for (id, name) in [
+        ("a", "Orch"),
+        ("b", "Orch"),
+        ("c", "OrchSuffix"),
+        ("d", "Orc"),
+        ("e", "orch"),
+        ("f", "Other"),
+    ] {
+        named_row(&store, id, name, "Running", "2024-01-01T00:00:00Z").await;
+    }
+    common::write_raw_row(&store, json!({"PartitionKey": "no-name", "RowKey": ""})).await;
+    assert_eq!(
+        ids(&store, InstanceQuery::new().name("Orch")).await?,
+        set(&["a", "b"]),
+        "exact and case-sensitive: no prefixes, no other case"
+    );
+    assert_eq!(
+        ids(&store, InstanceQuery::new().names(["Orch", "Other"])).await?,
+        set(&["a", "b", "f"]),
+        "a set of names, or-ed"
+    );
+    assert_eq!(
+        ids(&store, InstanceQuery::new().name("Orch").name("Orc")).await?,
+        set(&["a", "b", "d"])
+    );
+    assert_eq!(
+        ids(&store, InstanceQuery::new().name("Missing")).await?,
+        set(&[])
+    );
+    let counts = store
+        .count_by_status(&InstanceQuery::new().name("Orch"))
+        .await?;
+    assert_eq!((counts.get(RuntimeStatus::Running), counts.total()), (2, 2));
+    Ok(())
+}
+
+#[tokio::test]
+async fn the_name_filter_combines_with_the_others() -> Result<()> {
+    let store = common::store().await;
+    for (id, name, status, created) in [
+        ("job-1", "Ship", "Completed", "2024-03-01T10:00:00Z"),
+        ("job-2", "Ship", "Failed", "2024-03-01T11:00:00Z"),
+        ("job-3", "Ship", "Completed", "2024-03-02T10:00:00Z"),
+        ("job-4", "Ship", "Running", "2024-03-01T10:30:00Z"),
+        ("job-5", "Bill", "Completed", "2024-03-01T10:00:00Z"),
+        ("other-1", "Ship", "Completed", "2024-03-01T10:00:00Z"),
+    ] {
+        named_row(&store, id, name, status, created).await;
+    }
+    let query = InstanceQuery::new()
+        .name("Ship")
+        .instance_id_prefix("job-")
+        .statuses([RuntimeStatus::Completed, RuntimeStatus::Failed])
+        .created_from(datetime!(2024-03-01 00:00 UTC))
+        .created_to(datetime!(2024-03-01 23:59 UTC))
+        .task_hub_name(store.task_hub());
+    assert_eq!(ids(&store, query.clone()).await?, set(&["job-1", "job-2"]));
+    assert_eq!(
+        ids(&store, query.names(["Ship", "Bill"])).await?,
+        set(&["job-1", "job-2", "job-5"])
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn name_values_cannot_inject() -> Result<()> {
+    let store = common::store().await;
+    let tricky = ["a' or Name ne 'a", "x') or (RowKey eq '", "'", "b''"];
+    for (i, name) in tricky.iter().enumerate() {
+        named_row(
+            &store,
+            &format!("t{i}"),
+            name,
+            "Running",
+            "2024-01-01T00:00:00Z",
+        )
+        .await;
+    }
+    named_row(&store, "plain", "a", "Running", "2024-01-01T00:00:00Z").await;
+    for (i, name) in tricky.iter().enumerate() {
+        assert_eq!(
+            ids(&store, InstanceQuery::new().name(*name)).await?,
+            set(&[&format!("t{i}")]),
+            "{name:?}"
+        );
+    }
+    assert!(ids(&store, InstanceQuery::new().name("z' or Name ne 'z"))
+        .await?
+        .is_empty());
+    Ok(())
+}
+
+#[tokio::test]
+async fn bad_name_filters_are_refused_before_any_request() -> Result<()> {
+    let (store, proxy) = common::proxied_store(StoreOptions::default()).await;
+    for query in [
+        InstanceQuery::new().name(""),
+        InstanceQuery::new().names(["A", ""]),
+        // 8 statuses, 2 for the prefix, 6 names: 16 comparisons.
+        InstanceQuery::new()
+            .statuses(RuntimeStatus::ALL)
+            .instance_id_prefix("p")
+            .names((0..6).map(|i| format!("n{i}"))),
+    ] {
+        let err = store.query_page(&query, None).await.unwrap_err();
+        assert!(
+            matches!(
+                err,
+                Error::Invalid {
+                    field: "orchestrator name",
+                    ..
+                }
+            ),
+            "{err}"
+        );
+        assert!(store
+            .count_by_status(&query)
+            .await
+            .unwrap_err()
+            .is_invalid_input());
+    }
+    assert_eq!(proxy.take_requests(), 0);
+    Ok(())
+}
+
+#[tokio::test]
+async fn get_many_answers_in_the_order_asked_with_none_for_missing() -> Result<()> {
+    let (store, proxy) = common::proxied_store(StoreOptions::default()).await;
+    for id in ["a", "b", "c/d"] {
+        store
+            .create(NewInstance::new(id, "Orch").input_value(&id)?)
+            .await?;
+    }
+    proxy.take_requests();
+    let asked = ["c/d", "missing", "a", "c/d", "b"];
+    let found = store
+        .get_many(asked, durable_status::ReadOptions::default())
+        .await?;
+    let got: Vec<Option<&str>> = found
+        .iter()
+        .map(|s| s.as_ref().map(|s| s.instance_id.as_str()))
+        .collect();
+    assert_eq!(got, [Some("c/d"), None, Some("a"), Some("c/d"), Some("b")]);
+    assert_eq!(found[2].as_ref().unwrap().input.as_deref(), Some("\"a\""));
+    assert_eq!(proxy.take_requests(), 4, "a duplicate is read once");
+
+    let slim = store
+        .get_many(["a"], durable_status::ReadOptions::without_payloads())
+        .await?;
+    assert_eq!(slim[0].as_ref().unwrap().input, None);
+    assert!(store
+        .get_many(Vec::<String>::new(), Default::default())
+        .await?
+        .is_empty());
+    assert_eq!(proxy.take_requests(), 1);
+
+    let elsewhere = store.task_hub_store("NoSuchHubHere")?;
+    assert_eq!(
+        elsewhere.get_many(["a", "b"], Default::default()).await?,
+        [None, None],
+        "a task hub without a table has no instances"
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn get_many_refuses_a_bad_id_before_any_request() -> Result<()> {
+    let (store, proxy) = common::proxied_store(StoreOptions::default()).await;
+    let long = "x".repeat(600);
+    for (asked, position) in [
+        (vec!["ok", "", "fine"], 1),
+        (vec!["ok", "fine", long.as_str()], 2),
+    ] {
+        let err = store.get_many(asked, Default::default()).await.unwrap_err();
+        assert!(err.is_invalid_input(), "{err}");
+        let text = err.to_string();
+        assert!(
+            text.contains("instance id") && text.contains(&format!("at position {position}")),
+            "{text}"
+        );
+    }
+    assert_eq!(proxy.take_requests(), 0);
+    Ok(())
+}
+
+#[tokio::test]
+async fn get_many_keeps_at_most_32_reads_in_flight() -> Result<()> {
+    let (store, proxy) = common::proxied_store(StoreOptions::default()).await;
+    let asked: Vec<String> = (0..100).map(|i| format!("m{i:03}")).collect();
+    create_many(&store, asked.iter().cloned()).await?;
+    proxy.take_requests();
+    let connections = proxy.connections();
+    // The first id's read waits at the proxy: the answers come in order,
+    // so no read past the 32nd may start until it is released.
+    let mut gate = proxy.hold_request_matching("GET", "'m000'");
+    let reading = tokio::spawn({
+        let store = store.clone();
+        let asked = asked.clone();
+        async move { store.get_many(&asked, Default::default()).await }
+    });
+    gate.reached().await;
+    let mut started = 0;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while started < durable_status::GET_MANY_CONCURRENCY && std::time::Instant::now() < deadline {
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        started += proxy.take_requests();
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    started += proxy.take_requests();
+    assert_eq!(
+        started,
+        durable_status::GET_MANY_CONCURRENCY,
+        "32 in flight, no more"
+    );
+    assert!(proxy.connections() - connections <= durable_status::GET_MANY_CONCURRENCY);
+    gate.release();
+    let found = reading.await??;
+    assert_eq!(
+        proxy.take_requests(),
+        100 - durable_status::GET_MANY_CONCURRENCY
+    );
+    let got: Vec<String> = found
+        .into_iter()
+        .map(|s| s.expect("every instance exists").instance_id)
+        .collect();
+    assert_eq!(got, asked);
+    Ok(())
+}

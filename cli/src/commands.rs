@@ -48,10 +48,12 @@ enum Command {
         #[arg(long, value_name = "JSON")]
         input: Option<String>,
     },
-    /// Print an instance's status as the HTTP API shows it
+    /// Print an instance's status as the HTTP API shows it; with several
+    /// ids, a JSON array of them in the order given (null for an absent one)
     Get {
-        /// Instance id
-        id: String,
+        /// Instance ids (one or more)
+        #[arg(required = true, value_name = "ID")]
+        ids: Vec<String>,
         /// Leave the input out
         #[arg(long)]
         no_input: bool,
@@ -214,6 +216,9 @@ struct Filters {
     /// Only instance ids that start with this
     #[arg(long, value_name = "PREFIX")]
     prefix: Option<String>,
+    /// Only instances of these orchestrators (exact names, comma separated or repeated)
+    #[arg(long, value_name = "NAME,...")]
+    name: Vec<String>,
 }
 
 impl Filters {
@@ -228,7 +233,28 @@ impl Filters {
         if let Some(prefix) = &self.prefix {
             query = query.instance_id_prefix(prefix.clone());
         }
-        Ok(query)
+        let names: Vec<&str> = self
+            .name
+            .iter()
+            .flat_map(|n| n.split(','))
+            .map(str::trim)
+            .filter(|n| !n.is_empty())
+            .collect();
+        if names.is_empty() && !self.name.is_empty() {
+            bail!("--name: give at least one orchestrator name");
+        }
+        Ok(query.names(names))
+    }
+}
+
+/// A name filter the library refused, said as the option that gave it.
+fn name_option(error: anyhow::Error) -> anyhow::Error {
+    match error.downcast_ref::<durable_status::Error>() {
+        Some(durable_status::Error::Invalid {
+            field: "orchestrator name",
+            ..
+        }) => error.context("--name"),
+        _ => error,
     }
 }
 
@@ -314,13 +340,23 @@ async fn execute(cli: Cli, config: StorageConfig) -> Result<ExitCode> {
             store.create(new).await?;
             writeln!(out, "created instance '{id}' (Pending)")?;
         }
-        Command::Get { id, no_input } => {
+        Command::Get { ids, no_input } => {
             let read = ReadOptions::default().include_input(!no_input);
-            let Some(status) = store.get_with(&id, read).await? else {
-                eprintln!("error: instance '{id}' was not found");
-                return Ok(ExitCode::FAILURE);
-            };
-            serde_json::to_writer_pretty(&mut *out, &StatusPayload::new(&status, !no_input))?;
+            if let [id] = ids.as_slice() {
+                let Some(status) = store.get_with(id, read).await? else {
+                    eprintln!("error: instance '{id}' was not found");
+                    return Ok(ExitCode::FAILURE);
+                };
+                serde_json::to_writer_pretty(&mut *out, &StatusPayload::new(&status, !no_input))?;
+            } else {
+                // Several: an array in the order given, null for an absent one.
+                let found = store.get_many(&ids, read).await?;
+                let payloads: Vec<Option<StatusPayload>> = found
+                    .iter()
+                    .map(|s| s.as_ref().map(|s| StatusPayload::new(s, !no_input)))
+                    .collect();
+                serde_json::to_writer_pretty(&mut *out, &payloads)?;
+            }
             writeln!(out)?;
         }
         Command::SetCustomStatus { id, json } => {
@@ -348,12 +384,15 @@ async fn execute(cli: Cli, config: StorageConfig) -> Result<ExitCode> {
             json,
         } => {
             let query = filters.query()?.page_size(top).include_input(false);
-            list(&store, &query, top as usize, all, json, out).await?;
+            list(&store, &query, top as usize, all, json, out)
+                .await
+                .map_err(name_option)?;
         }
         Command::Counts { filters } => {
             let counts = store
                 .count_by_status(&filters.query()?.include_input(false).include_output(false))
-                .await?;
+                .await
+                .map_err(|e| name_option(e.into()))?;
             for (status, count) in counts.iter() {
                 writeln!(out, "{:<16}{count:>10}", status.name())?;
             }

@@ -230,6 +230,106 @@ fn list_as_a_table_as_json_and_all_pages() {
 }
 
 #[test]
+fn list_and_count_by_orchestrator_name() {
+    let hub = Hub::new();
+    for (id, name) in [
+        ("s-1", "Ship"),
+        ("s-2", "Ship"),
+        ("s-3", "ShipFast"),
+        ("b-1", "Bill"),
+        ("q-1", "x' or Name ne 'x"),
+    ] {
+        hub.ok(&["create", id, "--name", name]);
+    }
+    hub.ok(&["complete", "s-2"]);
+    let ids = |args: &[&str]| -> Vec<String> {
+        let mut ids: Vec<String> = hub
+            .ok(args)
+            .lines()
+            .map(|l| {
+                serde_json::from_str::<Value>(l).unwrap()["instanceId"]
+                    .as_str()
+                    .unwrap()
+                    .to_owned()
+            })
+            .collect();
+        ids.sort();
+        ids
+    };
+    assert_eq!(ids(&["list", "--json", "--name", "Ship"]), ["s-1", "s-2"]);
+    assert_eq!(
+        ids(&["list", "--json", "--name", "Ship,Bill"]),
+        ["b-1", "s-1", "s-2"]
+    );
+    assert_eq!(
+        ids(&["list", "--json", "--name", "Bill", "--name", "ShipFast"]),
+        ["b-1", "s-3"]
+    );
+    assert_eq!(
+        ids(&[
+            "list",
+            "--json",
+            "--name",
+            "Ship",
+            "--status",
+            "Completed",
+            "--prefix",
+            "s-"
+        ]),
+        ["s-2"]
+    );
+    assert_eq!(
+        ids(&["list", "--json", "--name", "x' or Name ne 'x"]),
+        ["q-1"]
+    );
+    let counts = hub.ok(&["counts", "--name", "Ship"]);
+    assert!(
+        counts
+            .lines()
+            .last()
+            .unwrap()
+            .split_whitespace()
+            .eq(["Total", "2"]),
+        "{counts}"
+    );
+    let err = hub.fails(&["list", "--name", ","]);
+    assert!(err.starts_with("error: --name:"), "{err}");
+    let many: Vec<String> = (0..16).map(|i| format!("n{i}")).collect();
+    let err = hub.fails(&["counts", "--name", &many.join(",")]);
+    assert!(
+        err.starts_with("error: --name: invalid orchestrator name:") && err.contains("15"),
+        "{err}"
+    );
+}
+
+#[test]
+fn get_several_ids_prints_an_array_in_order() {
+    let hub = Hub::new();
+    hub.ok(&["create", "g-1", "--name", "A", "--input", "1"]);
+    hub.ok(&["create", "g-2", "--name", "B", "--input", "2"]);
+    let all: Value =
+        serde_json::from_str(&hub.ok(&["get", "g-2", "nobody", "g-1", "g-2"])).unwrap();
+    let all = all.as_array().unwrap();
+    assert_eq!(all.len(), 4);
+    assert_eq!(
+        (all[0]["instanceId"].as_str(), all[0]["input"].as_i64()),
+        (Some("g-2"), Some(2))
+    );
+    assert_eq!(all[1], Value::Null, "an absent instance is null");
+    assert_eq!(all[2]["name"], "A");
+    assert_eq!(all[3]["instanceId"], "g-2");
+    let slim: Value = serde_json::from_str(&hub.ok(&["get", "g-1", "g-2", "--no-input"])).unwrap();
+    assert_eq!(slim[0]["input"], Value::Null);
+    // One id keeps the single object.
+    assert!(hub.status("g-1").is_object());
+    let err = hub.fails(&["get", "g-1", ""]);
+    assert!(
+        err.starts_with("error: invalid instance id:") && err.contains("at position 1"),
+        "{err}"
+    );
+}
+
+#[test]
 fn bad_arguments_are_one_line_errors() {
     let hub = Hub::new();
     let err = hub.fails(&["list", "--status", "Running,Done"]);

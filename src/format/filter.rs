@@ -22,7 +22,12 @@ pub(crate) struct InstanceFilter<'a> {
     /// escaped form, so only matching rows are read.
     pub instance_id_prefix: Option<&'a str>,
     pub task_hub_name: Option<&'a str>,
+    /// Orchestrator names, exact matches on the Name column, or-ed.
+    pub names: &'a [String],
 }
+
+/// The most comparisons Table Storage accepts in one `$filter`.
+pub(crate) const MAX_COMPARISONS: usize = 15;
 
 impl InstanceFilter<'_> {
     /// The OData text; `None` for every row.
@@ -49,10 +54,32 @@ impl InstanceFilter<'_> {
                 .collect();
             parts.push(format!("({})", any.join(" or ")));
         }
+        if !self.names.is_empty() {
+            let any: Vec<String> = self
+                .names
+                .iter()
+                .map(|name| format!("Name eq {}", odata_string(name)))
+                .collect();
+            parts.push(format!("({})", any.join(" or ")));
+        }
         if let Some(hub) = self.task_hub_name {
             parts.push(format!("TaskHubName eq {}", odata_string(hub)));
         }
         (!parts.is_empty()).then(|| parts.join(" and "))
+    }
+
+    /// How many comparisons [`Self::to_odata`] makes (Table Storage accepts
+    /// at most [`MAX_COMPARISONS`]).
+    pub(crate) fn comparisons(&self) -> usize {
+        let prefix = self.instance_id_prefix.map_or(0, |prefix| {
+            1 + usize::from(prefix_upper_bound(&escape_key(prefix)).is_some())
+        });
+        prefix
+            + usize::from(self.created_from.is_some())
+            + usize::from(self.created_to.is_some())
+            + self.statuses.len()
+            + self.names.len()
+            + usize::from(self.task_hub_name.is_some())
     }
 }
 
@@ -74,16 +101,20 @@ mod tests {
             created_to: Some(datetime!(2024-02-01 00:00 UTC)),
             instance_id_prefix: Some("ord/"),
             task_hub_name: Some("Hub"),
+            names: &["A".into(), "B".into()],
         };
+        assert_eq!(filter.comparisons(), 9);
         assert_eq!(
             filter.to_odata().unwrap(),
             "PartitionKey ge 'ord^0' and PartitionKey lt 'ord^1' \
              and CreatedTime ge datetime'2024-01-01T00:00:00.0000000Z' \
              and CreatedTime le datetime'2024-02-01T00:00:00.0000000Z' \
              and (RuntimeStatus eq 'Completed' or RuntimeStatus eq 'Failed') \
+             and (Name eq 'A' or Name eq 'B') \
              and TaskHubName eq 'Hub'"
         );
         assert_eq!(InstanceFilter::default().to_odata(), None);
+        assert_eq!(InstanceFilter::default().comparisons(), 0);
     }
 
     #[test]
@@ -92,6 +123,7 @@ mod tests {
         let filter = InstanceFilter {
             instance_id_prefix: Some("x' or 'a' eq 'a"),
             task_hub_name: Some("h') or (1 eq 1"),
+            names: &["n' or Name ne 'n".into()],
             ..InstanceFilter::default()
         }
         .to_odata()
@@ -102,6 +134,10 @@ mod tests {
         );
         assert!(
             filter.contains("TaskHubName eq 'h'') or (1 eq 1'"),
+            "{filter}"
+        );
+        assert!(
+            filter.contains("(Name eq 'n'' or Name ne ''n')"),
             "{filter}"
         );
         assert_eq!(partition("a'b"), "PartitionKey eq 'a''b'");

@@ -133,6 +133,10 @@ async fn list_instances(
     if let Some(prefix) = params.get("instanceIdPrefix") {
         query = query.instance_id_prefix(prefix);
     }
+    let names = params.names();
+    if !names.is_empty() {
+        query = query.names(names);
+    }
     let token = match headers.get(CONTINUATION_HEADER) {
         None => None,
         Some(value) => {
@@ -156,6 +160,10 @@ async fn list_instances(
                 field: "continuation token",
                 reason,
             } => ApiError::bad_parameter(CONTINUATION_HEADER, reason),
+            crate::Error::Invalid {
+                field: "orchestrator name",
+                reason,
+            } => ApiError::bad_parameter("name", reason),
             other => other.into(),
         })?;
     let body: Vec<StatusPayload> = page

@@ -76,6 +76,18 @@ impl Params {
         }
     }
 
+    /// `name` (orchestrator names, an addition to the contract's
+    /// parameters), comma separated and/or repeated; empty items are
+    /// ignored.
+    pub(crate) fn names(&self) -> Vec<String> {
+        self.all("name")
+            .flat_map(|v| v.split(','))
+            .map(str::trim)
+            .filter(|v| !v.is_empty())
+            .map(str::to_owned)
+            .collect()
+    }
+
     /// `runtimeStatus`, comma separated and/or repeated.
     pub(crate) fn statuses(&self) -> Result<Vec<RuntimeStatus>, ApiError> {
         let mut statuses = Vec::new();
@@ -121,6 +133,13 @@ mod tests {
             ]
         );
         assert_eq!(params.top(100, 1000).unwrap(), 5);
+    }
+
+    #[test]
+    fn names_split_repeat_and_ignore_case_of_the_parameter() {
+        let params = Params::parse(Some("name=A,%20B&NAME=C&name=&instanceIdPrefix=x"));
+        assert_eq!(params.names(), ["A", "B", "C"]);
+        assert!(Params::parse(None).names().is_empty());
     }
 
     #[test]

@@ -17,7 +17,7 @@ mod write;
 pub use create::{Created, NewInstance};
 pub use purge::{PurgeFilter, PurgeProgress, DEFAULT_PURGE_CONCURRENCY, MAX_PURGE_CONCURRENCY};
 pub use query::{InstancePage, InstanceQuery, StatusCounts, DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE};
-pub use read::ReadOptions;
+pub use read::{ReadOptions, GET_MANY_CONCURRENCY};
 pub use wait::{CustomStatusUpdate, MIN_POLL_INTERVAL};
 
 use crate::config::{StorageConfig, StoreOptions};

@@ -18,8 +18,9 @@ use super::{InstanceStore, ReadOptions};
 use crate::error::{Error, Result};
 use crate::format::columns::{Entity, PARTITION_KEY, RUNTIME_STATUS};
 use crate::format::entity::{decode_instance, row_partition_key, row_status};
-use crate::format::filter::InstanceFilter;
+use crate::format::filter::{InstanceFilter, MAX_COMPARISONS};
 use crate::format::keys::{partition_key_of, unescape_key};
+use crate::format::limits::utf16_units;
 use crate::format::time::{format_time, to_utc};
 use crate::model::{preview, ETag, InstanceStatus, RuntimeStatus};
 use crate::table::{Continuation, Page, PageRequest};
@@ -28,9 +29,13 @@ use crate::table::{Continuation, Page, PageRequest};
 pub const DEFAULT_PAGE_SIZE: u32 = 100;
 /// The largest page Table Storage returns.
 pub const MAX_PAGE_SIZE: u32 = 1000;
+/// The longest orchestrator name a query takes, in UTF-16 code units (a
+/// Table Storage string property's limit).
+const MAX_NAME_LENGTH: usize = 32_768;
 
 /// Which instances to find and what to read of them. Filters combine with
-/// "and"; the statuses of the set combine with "or".
+/// "and"; the statuses of the set combine with "or", and so do the
+/// orchestrator names of the set.
 #[derive(Debug, Clone, PartialEq)]
 pub struct InstanceQuery {
     pub(crate) statuses: Vec<RuntimeStatus>,
@@ -38,6 +43,7 @@ pub struct InstanceQuery {
     pub(crate) created_to: Option<OffsetDateTime>,
     pub(crate) instance_id_prefix: Option<String>,
     pub(crate) task_hub_name: Option<String>,
+    pub(crate) names: Vec<String>,
     pub(crate) read: ReadOptions,
     pub(crate) page_size: u32,
 }
@@ -50,6 +56,7 @@ impl Default for InstanceQuery {
             created_to: None,
             instance_id_prefix: None,
             task_hub_name: None,
+            names: Vec::new(),
             read: ReadOptions::default(),
             page_size: DEFAULT_PAGE_SIZE,
         }
@@ -94,6 +101,29 @@ impl InstanceQuery {
     /// without the column do not match).
     pub fn task_hub_name(mut self, name: impl Into<String>) -> Self {
         self.task_hub_name = Some(name.into());
+        self
+    }
+
+    /// Only instances of this orchestrator: an exact, case-sensitive match
+    /// on the Name column (no prefix, no pattern). Adds to the names given
+    /// before: `.name("A").name("B")` finds instances of A or of B.
+    pub fn name(mut self, name: impl Into<String>) -> Self {
+        self.names.push(name.into());
+        self.names.sort();
+        self.names.dedup();
+        self
+    }
+
+    /// Only instances of one of these orchestrators (exact matches on the
+    /// Name column, or-ed like statuses), replacing the names given before;
+    /// an empty set: any name. An empty name is refused when the query
+    /// runs, and so is a filter of more than 15 comparisons in all (Table
+    /// Storage's limit: each name and each status is one, a prefix two, a
+    /// time bound or the task hub name one).
+    pub fn names<S: Into<String>>(mut self, names: impl IntoIterator<Item = S>) -> Self {
+        self.names = names.into_iter().map(Into::into).collect();
+        self.names.sort();
+        self.names.dedup();
         self
     }
 
@@ -146,19 +176,50 @@ impl InstanceQuery {
         if let Some(prefix) = &self.instance_id_prefix {
             partition_key_of("instance id prefix", prefix)?;
         }
+        if self.names.iter().any(String::is_empty) {
+            return Err(Error::invalid("orchestrator name", "must not be empty"));
+        }
+        if let Some(long) = self
+            .names
+            .iter()
+            .find(|name| utf16_units(name) > MAX_NAME_LENGTH)
+        {
+            return Err(Error::invalid(
+                "orchestrator name",
+                format!(
+                    "{} is longer than {MAX_NAME_LENGTH} UTF-16 code units",
+                    preview(long)
+                ),
+            ));
+        }
+        let comparisons = self.instance_filter().comparisons();
+        if !self.names.is_empty() && comparisons > MAX_COMPARISONS {
+            return Err(Error::invalid(
+                "orchestrator name",
+                format!(
+                    "{} names with the other filters make {comparisons} comparisons; \
+                     Table Storage accepts at most {MAX_COMPARISONS} in one filter",
+                    self.names.len()
+                ),
+            ));
+        }
         Ok(())
     }
 
     /// The OData filter, every value quoted; `None` for every row.
     pub(crate) fn filter(&self) -> Option<String> {
+        self.instance_filter().to_odata()
+    }
+
+    fn instance_filter(&self) -> InstanceFilter<'_> {
         InstanceFilter {
             statuses: &self.statuses,
             created_from: self.created_from,
             created_to: self.created_to,
             instance_id_prefix: self.instance_id_prefix.as_deref(),
             task_hub_name: self.task_hub_name.as_deref(),
+            names: &self.names,
         }
-        .to_odata()
     }
 
     /// The request of a scan of the matching rows, reading `select`.
@@ -351,6 +412,44 @@ mod tests {
         );
         assert_eq!(InstanceQuery::new().filter(), None);
         assert_eq!(InstanceQuery::new().instance_id_prefix("").filter(), None);
+        assert_eq!(
+            InstanceQuery::new().names(Vec::<String>::new()).filter(),
+            None
+        );
+    }
+
+    #[test]
+    fn names_are_a_set_quoted_and_checked() {
+        let query = InstanceQuery::new().name("B").name("A'").name("B");
+        assert_eq!(query.filter().unwrap(), "(Name eq 'A''' or Name eq 'B')");
+        assert_eq!(
+            query.clone().names(["C"]).filter().unwrap(),
+            "(Name eq 'C')"
+        );
+        assert!(query.validate().is_ok());
+        let empty = InstanceQuery::new()
+            .names(["A", ""])
+            .validate()
+            .unwrap_err();
+        assert!(
+            matches!(
+                empty,
+                Error::Invalid {
+                    field: "orchestrator name",
+                    ..
+                }
+            ),
+            "{empty}"
+        );
+        let fifteen = InstanceQuery::new()
+            .statuses(RuntimeStatus::ALL)
+            .names((0..7).map(|i| format!("n{i}")));
+        assert!(fifteen.validate().is_ok());
+        let err = fifteen.name("n7").validate().unwrap_err().to_string();
+        assert!(
+            err.contains("orchestrator name") && err.contains("16 comparisons"),
+            "{err}"
+        );
     }
 
     #[test]

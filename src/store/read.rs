@@ -1,12 +1,19 @@
 //! Reading one instance: the one read helper every operation uses.
 
+use std::collections::HashMap;
+
+use futures::{StreamExt, TryStreamExt};
+
 use super::conflict::with_partition_key;
 use super::InstanceStore;
 use crate::error::{Error, Result};
 use crate::format::columns::{self, INSTANCE_ROW_KEY};
 use crate::format::entity::decode_instance;
 use crate::format::keys::partition_key;
-use crate::model::InstanceStatus;
+use crate::model::{preview, InstanceStatus};
+
+/// How many reads [`InstanceStore::get_many`] keeps in flight.
+pub const GET_MANY_CONCURRENCY: usize = 32;
 
 /// What a read returns of the payload columns.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -82,6 +89,71 @@ impl InstanceStore {
             Err(Error::TableNotFound { .. }) => Ok(None),
             other => other,
         }
+    }
+
+    /// Reads many instances: one request per distinct id, at most
+    /// [`GET_MANY_CONCURRENCY`] in flight. The answer has one entry per id
+    /// asked, in the order asked: `None` for an instance that does not
+    /// exist (or whose task hub's table does not exist). An id given twice
+    /// is read once and answered at each of its positions.
+    ///
+    /// Every id is checked before anything is sent: an invalid one (empty,
+    /// too long once escaped) is an [`Error::Invalid`] (also when alone
+    /// [`get`](Self::get) would answer `TooLarge`) that names the id and
+    /// its position (from 0). The first request that fails fails the
+    /// whole call, and the reads still in flight are dropped.
+    pub async fn get_many<I, S>(
+        &self,
+        instance_ids: I,
+        options: ReadOptions,
+    ) -> Result<Vec<Option<InstanceStatus>>>
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<str>,
+    {
+        // Position of each id's answer among the distinct keys.
+        let mut slots = Vec::new();
+        let mut keys: Vec<String> = Vec::new();
+        let mut seen: HashMap<String, usize> = HashMap::new();
+        for (position, id) in instance_ids.into_iter().enumerate() {
+            let id = id.as_ref();
+            let pk = partition_key(id).map_err(|e| {
+                let reason = match e {
+                    Error::Invalid { reason, .. } => reason,
+                    Error::TooLarge {
+                        actual,
+                        limit,
+                        unit,
+                        ..
+                    } => format!("is {actual} {unit} once escaped, the limit is {limit} {unit}"),
+                    other => other.to_string(),
+                };
+                Error::invalid(
+                    "instance id",
+                    format!("{} (at position {position}) {reason}", preview(id)),
+                )
+            })?;
+            let slot = *seen.entry(pk.clone()).or_insert_with(|| {
+                keys.push(pk);
+                keys.len() - 1
+            });
+            slots.push(slot);
+        }
+        let select = options.select();
+        let read: Vec<Option<InstanceStatus>> = futures::stream::iter(keys)
+            .map(|pk| {
+                let select = select.as_deref();
+                async move {
+                    match self.read(&pk, select).await {
+                        Err(Error::TableNotFound { .. }) => Ok(None),
+                        other => other,
+                    }
+                }
+            })
+            .buffered(GET_MANY_CONCURRENCY)
+            .try_collect()
+            .await?;
+        Ok(slots.into_iter().map(|slot| read[slot].clone()).collect())
     }
 
     /// Reads and decodes a row: all columns, or the partition key and
