@@ -11,6 +11,7 @@
 
 mod batch;
 mod errors;
+mod metadata;
 mod pager;
 
 pub(crate) use pager::{Continuation, Page, PageRequest};
@@ -20,7 +21,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use azure_core::{RetryOptions, TransportOptions};
+use azure_core::{ClientOptions, RetryOptions, TransportOptions};
 use azure_data_tables::clients::TableServiceClientBuilder;
 use azure_data_tables::prelude::{IfMatchCondition, Select};
 use azure_storage::{CloudLocation, StorageCredentials};
@@ -95,9 +96,15 @@ impl TableClient {
             account: config.account.clone(),
             uri: config.table_endpoint.clone(),
         };
+        // Reads ask the smallest response that still carries ETags (see
+        // `metadata`). The client options go first: the builder's transport
+        // and retry setters write into them.
+        let client_options = ClientOptions::default()
+            .per_call_policies(vec![Arc::new(metadata::MinimalMetadata) as Arc<_>]);
         // Retries are ours (see `send`): the crate's policy cannot tell a
         // write that may have been applied from one that was not.
         let service = TableServiceClientBuilder::with_location(location, credentials)
+            .client_options(client_options)
             .transport(TransportOptions::new(Arc::new(http)))
             .retry(RetryOptions::none())
             .build();
@@ -192,8 +199,10 @@ impl TableClient {
             return Written::refused(e);
         }
         self.send(|| async {
+            // `Prefer: return-no-content` (the crate's default, made explicit):
+            // a 204 with the ETag header, not the entity echoed back.
             let response: azure_data_tables::operations::InsertEntityResponse<Value> =
-                self.table.insert(entity)?.await?;
+                self.table.insert(entity)?.return_entity(false).await?;
             Ok(ETag::new(response.etag.to_string()))
         })
         .await

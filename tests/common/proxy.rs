@@ -32,6 +32,30 @@ struct State {
     hold_lost: Mutex<Option<Stop>>,
     /// The request that makes this count (from when it was set) is held.
     hold_nth: Mutex<Option<(usize, Stop)>>,
+    /// Bytes sent from the service to the client (status lines, headers,
+    /// bodies), lost responses excepted.
+    response_bytes: AtomicUsize,
+    /// The head of each request (its line and headers), in order.
+    heads: Mutex<Vec<RequestHead>>,
+}
+
+/// A request's line and headers, as the client sent them.
+#[derive(Debug, Clone)]
+pub struct RequestHead {
+    /// `GET /path?query` (not percent-decoded).
+    pub line: String,
+    /// Each header's name (lower case) and value.
+    pub headers: Vec<(String, String)>,
+}
+
+impl RequestHead {
+    /// The value of a header, by name in any case.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
 }
 
 /// The proxy's side of a [`Gate`].
@@ -211,6 +235,77 @@ impl Proxy {
     pub fn fail_after(&self, n: usize) {
         self.state.budget.store(n, Ordering::SeqCst);
     }
+
+    /// Bytes the service sent to the client since the last call: every
+    /// byte of the responses on the wire, status lines and headers included.
+    pub fn take_response_bytes(&self) -> usize {
+        self.state.response_bytes.swap(0, Ordering::SeqCst)
+    }
+
+    /// The heads (line and headers) of the requests since the last call.
+    pub fn take_request_heads(&self) -> Vec<RequestHead> {
+        std::mem::take(&mut *self.state.heads.lock().unwrap())
+    }
+}
+
+/// Finds request heads in the bytes a client sends: a request line ending in
+/// ` HTTP/1.1`, then headers up to the blank line. Bytes between heads
+/// (bodies) are skipped.
+#[derive(Default)]
+struct HeadScanner {
+    pending: Vec<u8>,
+}
+
+impl HeadScanner {
+    fn feed(&mut self, bytes: &[u8], state: &State) {
+        const LINE_END: &[u8] = b" HTTP/1.1\r\n";
+        const HEAD_END: &[u8] = b"\r\n\r\n";
+        self.pending.extend_from_slice(bytes);
+        loop {
+            let Some(at) = find(&self.pending, LINE_END) else {
+                // Keep what may be the start of a line end.
+                let keep = self.pending.len().min(LINE_END.len());
+                self.pending.drain(..self.pending.len() - keep);
+                return;
+            };
+            let headers_start = at + LINE_END.len();
+            let Some(end) = find(&self.pending[headers_start - 2..], HEAD_END) else {
+                // The head is not complete yet; keep it from its line's start.
+                let start = self.pending[..at]
+                    .iter()
+                    .rposition(|b| *b == b'\n')
+                    .map_or(0, |i| i + 1);
+                self.pending.drain(..start);
+                return;
+            };
+            let head_end = headers_start - 2 + end;
+            let text = String::from_utf8_lossy(&self.pending[..at]).into_owned();
+            let line = METHODS
+                .iter()
+                .filter_map(|m| text.rfind(&format!("{m} /")))
+                .max()
+                .map_or(text.clone(), |i| text[i..].to_owned());
+            let headers = String::from_utf8_lossy(
+                self.pending
+                    .get(headers_start..head_end)
+                    .unwrap_or_default(),
+            )
+            .split("\r\n")
+            .filter_map(|h| h.split_once(':'))
+            .map(|(n, v)| (n.trim().to_ascii_lowercase(), v.trim().to_owned()))
+            .collect();
+            state
+                .heads
+                .lock()
+                .unwrap()
+                .push(RequestHead { line, headers });
+            self.pending.drain(..head_end + HEAD_END.len());
+        }
+    }
+}
+
+fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    haystack.windows(needle.len()).position(|w| w == needle)
 }
 
 const METHODS: [&str; 7] = ["GET", "POST", "PUT", "MERGE", "DELETE", "PATCH", "HEAD"];
@@ -219,11 +314,13 @@ fn requests(mut from: TcpStream, mut to: TcpStream, state: Arc<State>, lose: Arc
     const LINE_END: &[u8] = b" HTTP/1.1\r\n";
     let mut buf = [0u8; 16 * 1024];
     let mut pending: Vec<u8> = Vec::new();
+    let mut heads = HeadScanner::default();
     loop {
         let n = match from.read(&mut buf) {
             Ok(0) | Err(_) => break,
             Ok(n) => n,
         };
+        heads.feed(&buf[..n], &state);
         pending.extend_from_slice(&buf[..n]);
         while let Some(at) = pending.windows(LINE_END.len()).position(|w| w == LINE_END) {
             let start = pending[..at]
@@ -335,6 +432,7 @@ fn responses(mut from: TcpStream, mut to: TcpStream, lose: Arc<AtomicBool>, stat
             }
             break;
         }
+        state.response_bytes.fetch_add(n, Ordering::SeqCst);
         if to.write_all(&buf[..n]).is_err() {
             break;
         }
