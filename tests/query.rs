@@ -783,3 +783,26 @@ async fn get_many_keeps_at_most_32_reads_in_flight() -> Result<()> {
     assert_eq!(got, asked);
     Ok(())
 }
+
+#[tokio::test]
+async fn a_payload_free_stream_reads_1000_rows_a_page() -> Result<()> {
+    let (store, proxy) = common::proxied_store(StoreOptions::default()).await;
+    create_many(&store, (0..250).map(|i| format!("i{i:03}"))).await?;
+    proxy.take_requests();
+    proxy.take_lines();
+    let slim = InstanceQuery::new()
+        .include_input(false)
+        .include_output(false);
+    let all: Vec<_> = store.query(&slim).try_collect().await?;
+    assert_eq!(all.len(), 250);
+    let lines = proxy.take_lines();
+    assert_eq!(lines.len(), 1, "one page of up to 1,000: {lines:?}");
+    assert!(lines[0].contains("$top=1000"), "{lines:?}");
+    proxy.take_requests();
+
+    // With payloads a page holds 100 rows, so that memory stays bounded.
+    let all: Vec<_> = store.query(&InstanceQuery::new()).try_collect().await?;
+    assert_eq!(all.len(), 250);
+    assert_eq!(proxy.take_requests(), 3);
+    Ok(())
+}

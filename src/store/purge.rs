@@ -773,7 +773,7 @@ impl InstanceStore {
         query: InstanceQuery,
     ) -> impl Stream<Item = Result<(String, RuntimeStatus, Option<ReadRun>)>> + Send + 'static {
         let columns = vec![PARTITION_KEY, RUNTIME_STATUS, EXECUTION_ID, TIMESTAMP];
-        let request = query.request(Some(columns));
+        let request = query.request(Some(columns), MAX_PAGE_SIZE);
         self.client
             .pages(request, None)
             .map_ok(move |page| {

@@ -36,7 +36,7 @@ const MAX_NAME_LENGTH: usize = 32_768;
 /// Which instances to find and what to read of them. Filters combine with
 /// "and"; the statuses of the set combine with "or", and so do the
 /// orchestrator names of the set.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct InstanceQuery {
     pub(crate) statuses: Vec<RuntimeStatus>,
     pub(crate) created_from: Option<OffsetDateTime>,
@@ -45,22 +45,8 @@ pub struct InstanceQuery {
     pub(crate) task_hub_name: Option<String>,
     pub(crate) names: Vec<String>,
     pub(crate) read: ReadOptions,
-    pub(crate) page_size: u32,
-}
-
-impl Default for InstanceQuery {
-    fn default() -> Self {
-        InstanceQuery {
-            statuses: Vec::new(),
-            created_from: None,
-            created_to: None,
-            instance_id_prefix: None,
-            task_hub_name: None,
-            names: Vec::new(),
-            read: ReadOptions::default(),
-            page_size: DEFAULT_PAGE_SIZE,
-        }
-    }
+    /// Rows per page when set; otherwise see [`InstanceQuery::page_size`].
+    pub(crate) page_size: Option<u32>,
 }
 
 impl InstanceQuery {
@@ -139,10 +125,24 @@ impl InstanceQuery {
         self
     }
 
-    /// Rows per page, 1 to 1000 (default 100).
+    /// Rows per page, 1 to 1000. Unless set: 100 for
+    /// [`InstanceStore::query_page`] (the HTTP API's default `top`); for the
+    /// [`InstanceStore::query`] stream, 1,000 when the listing leaves Input
+    /// and Output out (the fewest requests), and 100 when it reads them (a
+    /// page of payloads of up to 64 KiB each stays bounded in memory).
     pub fn page_size(mut self, page_size: u32) -> Self {
-        self.page_size = page_size;
+        self.page_size = Some(page_size);
         self
+    }
+
+    /// The page size of a stream: the one set, or the default above.
+    fn stream_page_size(&self) -> u32 {
+        let payload_free = !self.read.include_input && !self.read.include_output;
+        self.page_size.unwrap_or(if payload_free {
+            MAX_PAGE_SIZE
+        } else {
+            DEFAULT_PAGE_SIZE
+        })
     }
 
     pub(crate) fn validate(&self) -> Result<()> {
@@ -159,10 +159,10 @@ impl InstanceQuery {
                 }
             }
         }
-        if !(1..=MAX_PAGE_SIZE).contains(&self.page_size) {
+        if let Some(size) = self.page_size.filter(|s| !(1..=MAX_PAGE_SIZE).contains(s)) {
             return Err(Error::invalid(
                 "page size",
-                format!("{} is outside 1..={MAX_PAGE_SIZE}", self.page_size),
+                format!("{size} is outside 1..={MAX_PAGE_SIZE}"),
             ));
         }
         if let (Some(from), Some(to)) = (self.created_from, self.created_to) {
@@ -222,12 +222,17 @@ impl InstanceQuery {
         }
     }
 
-    /// The request of a scan of the matching rows, reading `select`.
-    pub(crate) fn request(&self, select: Option<Vec<&'static str>>) -> PageRequest {
+    /// The request of a scan of the matching rows, reading `select`, with
+    /// the page size set or `default_size`.
+    pub(crate) fn request(
+        &self,
+        select: Option<Vec<&'static str>>,
+        default_size: u32,
+    ) -> PageRequest {
         PageRequest {
             filter: self.filter(),
             select,
-            top: Some(self.page_size),
+            top: Some(self.page_size.unwrap_or(default_size)),
         }
     }
 
@@ -339,7 +344,10 @@ impl InstanceStore {
         let resume = continuation_token.map(decode_token).transpose()?;
         let page = self
             .client
-            .query_page(&query.request(query.read.select()), resume.as_ref())
+            .query_page(
+                &query.request(query.read.select(), DEFAULT_PAGE_SIZE),
+                resume.as_ref(),
+            )
             .await?;
         Ok(InstancePage {
             continuation_token: page.continuation.as_ref().map(encode_token),
@@ -355,7 +363,10 @@ impl InstanceStore {
         }
         let query = query.clone();
         self.client
-            .pages(query.request(query.read.select()), None)
+            .pages(
+                query.request(query.read.select(), query.stream_page_size()),
+                None,
+            )
             .map(move |page| page.and_then(|page| decode_page(&query, page)))
             .map_ok(|instances| futures::stream::iter(instances.into_iter().map(Ok)))
             .try_flatten()
@@ -367,7 +378,7 @@ impl InstanceStore {
     pub async fn count_by_status(&self, query: &InstanceQuery) -> Result<StatusCounts> {
         query.validate()?;
         let query = query.clone().page_size(MAX_PAGE_SIZE);
-        let request = query.request(Some(query.scan_columns(&[RUNTIME_STATUS])));
+        let request = query.request(Some(query.scan_columns(&[RUNTIME_STATUS])), MAX_PAGE_SIZE);
         self.client
             .pages(request, None)
             .try_fold(StatusCounts::default(), |mut counts, page| {
