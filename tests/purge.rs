@@ -1215,3 +1215,32 @@ async fn a_long_history_is_deleted_a_page_at_a_time() -> Result<()> {
     assert_eq!(lines.len(), 2 + 2 + 2 * 11 + 1, "{lines:#?}");
     Ok(())
 }
+
+#[tokio::test]
+async fn a_purge_by_orchestrator_name_deletes_only_that_orchestrators_instances() -> Result<()> {
+    let store = common::store().await;
+    for (id, name) in [
+        ("a1", "Alpha"),
+        ("a2", "Alpha"),
+        ("b1", "Beta"),
+        ("x1", "Alphabet"),
+    ] {
+        store
+            .create(NewInstance::new(id, name).status(RuntimeStatus::Running))
+            .await?;
+        store.complete(id, None).await?;
+    }
+    let alpha = PurgeFilter::created_from(an_hour_ago()).name("Alpha");
+    let counts = store.count_by_status(&alpha.query()?).await?;
+    assert_eq!(
+        counts.total(),
+        2,
+        "the preview counts what the purge deletes"
+    );
+    let done = store.purge(&alpha).await?;
+    assert_eq!(done.deleted, 2);
+    let mut left = remaining(&store).await?;
+    left.sort();
+    assert_eq!(left, ["b1", "x1"], "an exact match: Alphabet stays");
+    Ok(())
+}

@@ -121,7 +121,7 @@ enum Command {
     /// Delete one instance, or every terminal instance created in a range
     Purge {
         /// Instance id (or give --created-from)
-        #[arg(conflicts_with_all = ["created_from", "created_to", "status", "keep_history"])]
+        #[arg(conflicts_with_all = ["created_from", "created_to", "status", "name", "keep_history"])]
         id: Option<String>,
         /// Purge instances created at or after this time
         #[arg(long, value_name = "TIME", required_unless_present = "id")]
@@ -132,6 +132,9 @@ enum Command {
         /// Only these statuses [default: Completed,Failed,Canceled,Terminated]
         #[arg(long, value_name = "S,...")]
         status: Option<String>,
+        /// Only instances of these orchestrators (exact names, comma separated or repeated)
+        #[arg(long, value_name = "NAME,...")]
+        name: Vec<String>,
         /// Allow purging instances that are not terminal
         #[arg(long)]
         allow_non_terminal: bool,
@@ -427,6 +430,7 @@ async fn execute(cli: Cli, config: StorageConfig) -> Result<ExitCode> {
             created_from,
             created_to,
             status,
+            name,
             allow_non_terminal,
             keep_history,
             yes,
@@ -443,6 +447,11 @@ async fn execute(cli: Cli, config: StorageConfig) -> Result<ExitCode> {
                 .created_to(to)
                 .allow_non_terminal(allow_non_terminal)
                 .include_history(!keep_history);
+            for name in name.iter().flat_map(|n| n.split(',')).map(str::trim) {
+                if !name.is_empty() {
+                    filter = filter.name(name);
+                }
+            }
             if status.is_some() {
                 filter = filter.statuses(parse_statuses(status.as_deref())?);
             }

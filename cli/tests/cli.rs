@@ -538,6 +538,7 @@ async fn a_second_ctrl_c_stops_serve_at_once() {
     let mut child = hub
         .command(&["serve", "--addr", "127.0.0.1:0", "--key", "k1"])
         .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
         .spawn()
         .unwrap();
     let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
@@ -562,7 +563,6 @@ async fn a_second_ctrl_c_stops_serve_at_once() {
     // Accepted after it: the slow client is being served.
     let page = reqwest::get(format!("http://{addr}/app.js")).await.unwrap();
     assert_eq!(page.status(), 200);
-    tokio::time::sleep(Duration::from_millis(200)).await;
 
     interrupt(&child);
     tokio::time::sleep(Duration::from_secs(1)).await;
@@ -584,6 +584,12 @@ async fn a_second_ctrl_c_stops_serve_at_once() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
     assert_eq!(status.code(), Some(130), "{status}");
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
+    assert!(
+        stderr.contains("Ctrl-C again to stop at once") && stderr.contains("Stopped at once"),
+        "{stderr}"
+    );
     drop(slow);
 }
 
@@ -981,4 +987,28 @@ async fn a_killed_purge_process_is_finished_by_running_it_again() {
             );
         }
     }
+}
+
+#[test]
+fn purge_by_orchestrator_name() {
+    let hub = Hub::new();
+    for (id, name) in [("n-a", "Alpha"), ("n-b", "Beta"), ("n-c", "Alphabet")] {
+        hub.ok(&["create", id, "--name", name]);
+        hub.ok(&["complete", id]);
+    }
+    let out = hub.ok(&[
+        "purge",
+        "--created-from",
+        "2000-01-01",
+        "--name",
+        "Alpha",
+        "--yes",
+    ]);
+    assert!(out.contains("1 instances created from"), "{out}");
+    assert!(out.contains("deleted 1 instances"), "{out}");
+    let left = hub.ok(&["list", "--json"]);
+    assert!(
+        !left.contains("\"n-a\"") && left.contains("\"n-b\"") && left.contains("\"n-c\""),
+        "{left}"
+    );
 }

@@ -134,6 +134,7 @@ pub struct PurgeFilter {
     statuses: Option<Vec<RuntimeStatus>>,
     allow_non_terminal: bool,
     instance_id_prefix: Option<String>,
+    names: Vec<String>,
     concurrency: usize,
     include_history: bool,
 }
@@ -148,6 +149,7 @@ impl PurgeFilter {
             statuses: None,
             allow_non_terminal: false,
             instance_id_prefix: None,
+            names: Vec::new(),
             concurrency: DEFAULT_PURGE_CONCURRENCY,
             include_history: true,
         }
@@ -188,6 +190,13 @@ impl PurgeFilter {
     /// Only instances whose id starts with this text.
     pub fn instance_id_prefix(mut self, prefix: impl Into<String>) -> Self {
         self.instance_id_prefix = Some(prefix.into());
+        self
+    }
+
+    /// Only instances of this orchestrator (added to a set, or-ed; an exact,
+    /// case-sensitive match on the Name column).
+    pub fn name(mut self, name: impl Into<String>) -> Self {
+        self.names.push(name.into());
         self
     }
 
@@ -249,6 +258,9 @@ impl PurgeFilter {
             .created_from(self.created_from)
             .created_to(self.created_to.unwrap_or_else(OffsetDateTime::now_utc))
             .page_size(MAX_PAGE_SIZE);
+        if !self.names.is_empty() {
+            query = query.names(self.names.clone());
+        }
         if let Some(prefix) = &self.instance_id_prefix {
             query = query.instance_id_prefix(prefix.clone());
         }
