@@ -1306,46 +1306,35 @@ async fn a_present_key_header_decides_over_code() -> Result<()> {
     let server = server_with_keys(&["right"]).await;
     server.instance("k", RuntimeStatus::Completed).await;
     let path = format!("{BASE_PATH}/instances/k");
-    let status = |answer: Answer| answer.status;
-    assert_eq!(
-        status(
-            server
-                .send(
-                    Method::GET,
-                    &format!("{path}?code=wrong"),
-                    &[("x-functions-key", "right")]
-                )
-                .await
+    for (code, header, expected, case) in [
+        (
+            "wrong",
+            "right",
+            StatusCode::OK,
+            "a right header, a wrong code",
         ),
-        StatusCode::OK,
-        "a right header, a wrong code"
-    );
-    assert_eq!(
-        status(
-            server
-                .send(
-                    Method::GET,
-                    &format!("{path}?code=right"),
-                    &[("x-functions-key", "wrong")]
-                )
-                .await
+        (
+            "right",
+            "wrong",
+            StatusCode::UNAUTHORIZED,
+            "a wrong header, a right code",
         ),
-        StatusCode::UNAUTHORIZED,
-        "a wrong header, a right code"
-    );
-    assert_eq!(
-        status(
-            server
-                .send(
-                    Method::GET,
-                    &format!("{path}?code=right"),
-                    &[("x-functions-key", "")]
-                )
-                .await
+        (
+            "right",
+            "",
+            StatusCode::UNAUTHORIZED,
+            "an empty header is a wrong key",
         ),
-        StatusCode::UNAUTHORIZED,
-        "an empty header is a wrong key"
-    );
+    ] {
+        let answer = server
+            .send(
+                Method::GET,
+                &format!("{path}?code={code}"),
+                &[("x-functions-key", header)],
+            )
+            .await;
+        assert_eq!(answer.status, expected, "{case}");
+    }
     // A header that is not text is still the header: no falling back to `code`.
     let response = server
         .client
@@ -1361,15 +1350,10 @@ async fn a_present_key_header_decides_over_code() -> Result<()> {
         StatusCode::UNAUTHORIZED,
         "a non-text header"
     );
-    assert_eq!(
-        status(
-            server
-                .send(Method::GET, &format!("{path}?code=right"), &[])
-                .await
-        ),
-        StatusCode::OK,
-        "no header: the code"
-    );
+    let answer = server
+        .send(Method::GET, &format!("{path}?code=right"), &[])
+        .await;
+    assert_eq!(answer.status, StatusCode::OK, "no header: the code");
     Ok(())
 }
 

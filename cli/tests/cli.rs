@@ -439,6 +439,16 @@ fn interrupt(child: &std::process::Child) {
     assert!(status.success());
 }
 
+/// `http://HOST:PORT` from the line `serve` prints when it listens
+/// ("Serving task hub X on http://HOST:PORT (status page at ...)").
+fn served_base(line: &str) -> String {
+    line.split(" on ")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .unwrap_or_else(|| panic!("no address in {line:?}"))
+        .to_owned()
+}
+
 #[tokio::test]
 async fn serve_answers_and_stops_on_ctrl_c() {
     let hub = Hub::new();
@@ -450,14 +460,7 @@ async fn serve_answers_and_stops_on_ctrl_c() {
         .unwrap();
     let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
     let line = wait_for_line(&mut lines, "Serving task hub");
-    let base = line
-        .split("on ")
-        .nth(1)
-        .unwrap()
-        .split_whitespace()
-        .next()
-        .unwrap()
-        .to_owned();
+    let base = served_base(&line);
     let client = reqwest::Client::new();
     let url = format!("{base}/runtime/webhooks/durabletask/instances/served");
     assert_eq!(client.get(&url).send().await.unwrap().status(), 401);
@@ -505,14 +508,7 @@ async fn serve_hands_out_urls_on_the_public_url_only() {
         line.ends_with("(status page at https://status.example.com/)"),
         "{line}"
     );
-    let base = line
-        .split(" on ")
-        .nth(1)
-        .unwrap()
-        .split_whitespace()
-        .next()
-        .unwrap()
-        .to_owned();
+    let base = served_base(&line);
     let response = reqwest::Client::new()
         .get(format!(
             "{base}/runtime/webhooks/durabletask/instances/served?code=k1&showInput=false"
@@ -543,14 +539,8 @@ async fn a_second_ctrl_c_stops_serve_at_once() {
         .unwrap();
     let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
     let line = wait_for_line(&mut lines, "Serving task hub");
-    let addr = line
-        .split("http://")
-        .nth(1)
-        .unwrap()
-        .split_whitespace()
-        .next()
-        .unwrap()
-        .to_owned();
+    let base = served_base(&line);
+    let addr = base.trim_start_matches("http://").to_owned();
     // A client that sends half a request head and waits: the server gives
     // it the header-read timeout (10 s), and the grace (10 s).
     let mut slow = tokio::net::TcpStream::connect(&addr).await.unwrap();
