@@ -279,7 +279,16 @@ pub struct StoreOptions {
     pub request_timeout: Duration,
     /// Retries of a guarded or read-modify-write change on a lost race.
     pub conflict_retries: u32,
+    /// The most pages in flight at once when a count, a listing stream in
+    /// no particular order, or a purge by filter scans the key space in
+    /// parallel ranges. 1 reads one page after another. Default 16.
+    pub scan_concurrency: usize,
 }
+
+/// The default of [`StoreOptions::scan_concurrency`].
+pub const DEFAULT_SCAN_CONCURRENCY: usize = 16;
+/// The most [`StoreOptions::scan_concurrency`] accepts.
+pub const MAX_SCAN_CONCURRENCY: usize = 64;
 
 impl Default for StoreOptions {
     fn default() -> Self {
@@ -288,6 +297,7 @@ impl Default for StoreOptions {
             retry_budget: Duration::from_secs(10),
             request_timeout: Duration::from_secs(30),
             conflict_retries: 200,
+            scan_concurrency: DEFAULT_SCAN_CONCURRENCY,
         }
     }
 }
@@ -317,8 +327,25 @@ impl StoreOptions {
         self
     }
 
-    /// Checks the options; a limit above Table Storage's is refused.
+    /// Sets how many pages a parallel scan keeps in flight (1 to 64; 1
+    /// scans one page after another).
+    pub fn scan_concurrency(mut self, concurrency: usize) -> Self {
+        self.scan_concurrency = concurrency;
+        self
+    }
+
+    /// Checks the options; a limit above Table Storage's is refused, and so
+    /// is a scan concurrency outside 1 to 64.
     pub fn validate(&self) -> Result<()> {
+        if !(1..=MAX_SCAN_CONCURRENCY).contains(&self.scan_concurrency) {
+            return Err(Error::invalid(
+                "scan concurrency",
+                format!(
+                    "{} is outside 1..={MAX_SCAN_CONCURRENCY}",
+                    self.scan_concurrency
+                ),
+            ));
+        }
         if self.custom_status_limit == 0 || self.custom_status_limit > MAX_CUSTOM_STATUS_LIMIT {
             return Err(Error::invalid(
                 "custom status limit",

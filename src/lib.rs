@@ -12,7 +12,10 @@ mod model;
 mod store;
 mod table;
 
-pub use config::{Credentials, Secret, StorageConfig, StoreOptions};
+pub use config::{
+    Credentials, Secret, StorageConfig, StoreOptions, DEFAULT_SCAN_CONCURRENCY,
+    MAX_SCAN_CONCURRENCY,
+};
 pub use error::{Cause, Error, Result, SizeUnit, TransportKind};
 pub use format::entity::StateChange;
 pub use format::limits::{

@@ -480,7 +480,8 @@ async fn the_stream_fetches_a_page_only_when_needed() -> Result<()> {
 
 #[tokio::test]
 async fn counts_per_status_read_only_the_status_column() -> Result<()> {
-    let (store, proxy) = common::proxied_store(StoreOptions::default()).await;
+    // One sequential scan: the parallel one is pinned in tests/scan.rs.
+    let (store, proxy) = common::proxied_store(StoreOptions::default().scan_concurrency(1)).await;
     let plan = [
         ("Running", 7),
         ("Completed", 1_203),

@@ -24,6 +24,58 @@ pub(crate) struct InstanceFilter<'a> {
     pub task_hub_name: Option<&'a str>,
     /// Orchestrator names, exact matches on the Name column, or-ed.
     pub names: &'a [String],
+    /// A range of partition keys; when set it stands for the prefix's range
+    /// (a scan's ranges lie within it).
+    pub key_range: Option<&'a KeyRange>,
+}
+
+/// Where a range of partition keys starts.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub(crate) enum KeyStart {
+    /// At the first key.
+    #[default]
+    First,
+    /// At this key, included.
+    From(String),
+    /// After this key.
+    After(String),
+}
+
+/// A range of partition keys: from `start` to `end`, `end` excluded.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub(crate) struct KeyRange {
+    pub start: KeyStart,
+    pub end: Option<String>,
+}
+
+impl KeyRange {
+    /// The range of the ids that start with `prefix` (escaped here).
+    pub(crate) fn of_prefix(prefix: Option<&str>) -> KeyRange {
+        match prefix {
+            None => KeyRange::default(),
+            Some(prefix) => {
+                let low = escape_key(prefix);
+                KeyRange {
+                    end: prefix_upper_bound(&low),
+                    start: KeyStart::From(low),
+                }
+            }
+        }
+    }
+
+    /// The range's conditions.
+    fn conditions(&self) -> Vec<String> {
+        let mut parts = Vec::new();
+        match &self.start {
+            KeyStart::First => {}
+            KeyStart::From(key) => parts.push(format!("PartitionKey ge {}", odata_string(key))),
+            KeyStart::After(key) => parts.push(format!("PartitionKey gt {}", odata_string(key))),
+        }
+        if let Some(end) = &self.end {
+            parts.push(format!("PartitionKey lt {}", odata_string(end)));
+        }
+        parts
+    }
 }
 
 /// The most comparisons Table Storage accepts in one `$filter`.
@@ -32,14 +84,7 @@ pub(crate) const MAX_COMPARISONS: usize = 15;
 impl InstanceFilter<'_> {
     /// The OData text; `None` for every row.
     pub(crate) fn to_odata(&self) -> Option<String> {
-        let mut parts = Vec::new();
-        if let Some(prefix) = self.instance_id_prefix {
-            let low = escape_key(prefix);
-            parts.push(format!("PartitionKey ge {}", odata_string(&low)));
-            if let Some(high) = prefix_upper_bound(&low) {
-                parts.push(format!("PartitionKey lt {}", odata_string(&high)));
-            }
-        }
+        let mut parts = self.range().conditions();
         if let Some(from) = self.created_from {
             parts.push(format!("CreatedTime ge datetime'{}'", format_time(from)));
         }
@@ -71,15 +116,22 @@ impl InstanceFilter<'_> {
     /// How many comparisons [`Self::to_odata`] makes (Table Storage accepts
     /// at most [`MAX_COMPARISONS`]).
     pub(crate) fn comparisons(&self) -> usize {
-        let prefix = self.instance_id_prefix.map_or(0, |prefix| {
-            1 + usize::from(prefix_upper_bound(&escape_key(prefix)).is_some())
-        });
-        prefix
+        self.range().conditions().len()
             + usize::from(self.created_from.is_some())
             + usize::from(self.created_to.is_some())
             + self.statuses.len()
             + self.names.len()
             + usize::from(self.task_hub_name.is_some())
+    }
+}
+
+impl InstanceFilter<'_> {
+    /// The key range read: the one set, or the prefix's.
+    fn range(&self) -> KeyRange {
+        match self.key_range {
+            Some(range) => range.clone(),
+            None => KeyRange::of_prefix(self.instance_id_prefix),
+        }
     }
 }
 
@@ -102,6 +154,7 @@ mod tests {
             instance_id_prefix: Some("ord/"),
             task_hub_name: Some("Hub"),
             names: &["A".into(), "B".into()],
+            key_range: None,
         };
         assert_eq!(filter.comparisons(), 9);
         assert_eq!(
@@ -115,6 +168,39 @@ mod tests {
         );
         assert_eq!(InstanceFilter::default().to_odata(), None);
         assert_eq!(InstanceFilter::default().comparisons(), 0);
+    }
+
+    #[test]
+    fn a_key_range_stands_for_the_prefix_range() {
+        let range = KeyRange {
+            start: KeyStart::After("ord^0a'".into()),
+            end: Some("ord^0b".into()),
+        };
+        let filter = InstanceFilter {
+            instance_id_prefix: Some("ord/"),
+            statuses: &[RuntimeStatus::Running],
+            key_range: Some(&range),
+            ..InstanceFilter::default()
+        };
+        assert_eq!(
+            filter.to_odata().unwrap(),
+            "PartitionKey gt 'ord^0a''' and PartitionKey lt 'ord^0b' \
+             and (RuntimeStatus eq 'Running')"
+        );
+        assert_eq!(filter.comparisons(), 3);
+        let from = KeyRange {
+            start: KeyStart::From("k".into()),
+            end: None,
+        };
+        assert_eq!(
+            InstanceFilter {
+                key_range: Some(&from),
+                ..InstanceFilter::default()
+            }
+            .to_odata()
+            .unwrap(),
+            "PartitionKey ge 'k'"
+        );
     }
 
     #[test]

@@ -116,6 +116,12 @@ pub(crate) fn partition_key(instance_id: &str) -> Result<String> {
     partition_key_of("instance id", instance_id)
 }
 
+/// Compares two keys the way Table Storage does: by UTF-16 code units (a
+/// supplementary character sorts below U+E000, unlike in `str`'s order).
+pub(crate) fn compare_keys(a: &str, b: &str) -> std::cmp::Ordering {
+    a.encode_utf16().cmp(b.encode_utf16())
+}
+
 /// The smallest string above every string that starts with `prefix`, in the
 /// order Table Storage compares keys (UTF-16 code units); `None` when there
 /// is none (a prefix of U+FFFF only).
@@ -143,6 +149,16 @@ pub(crate) fn prefix_upper_bound(prefix: &str) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn keys_compare_by_utf16_code_units() {
+        use std::cmp::Ordering::*;
+        assert_eq!(compare_keys("a", "b"), Less);
+        assert_eq!(compare_keys("ab", "a"), Greater);
+        assert_eq!(compare_keys("\u{10000}", "\u{E000}"), Less);
+        assert_eq!(compare_keys("\u{D7FF}", "\u{10000}"), Less);
+        assert_eq!(compare_keys("x", "x"), Equal);
+    }
     use crate::error::SizeUnit;
     use proptest::prelude::*;
 

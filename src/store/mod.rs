@@ -4,13 +4,16 @@
 //! - [`create`](InstanceStore::create) and the read helpers: `create.rs`, `read.rs`;
 //! - writes of the custom status and state changes: `write.rs`;
 //! - the one conflict-retry loop and the "was it my write" checks: `conflict.rs`;
-//! - listings and counts: `query.rs`; purges: `purge.rs`; waits: `wait.rs`.
+//! - listings and counts: `query.rs`, with the parallel scan of the key
+//!   space they and purges share: `scan.rs`;
+//! - purges: `purge.rs`; waits: `wait.rs`.
 
 mod conflict;
 mod create;
 mod purge;
 mod query;
 mod read;
+mod scan;
 mod wait;
 mod write;
 

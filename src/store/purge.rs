@@ -108,6 +108,7 @@ use futures::{Stream, StreamExt, TryStreamExt};
 use time::OffsetDateTime;
 
 use super::query::{InstanceQuery, MAX_PAGE_SIZE};
+use super::scan::{scan, ScanRequest};
 use super::InstanceStore;
 use crate::error::{Error, Result};
 use crate::format::columns::{
@@ -119,7 +120,7 @@ use crate::format::keys::{history_table, partition_key, unescape_key};
 use crate::format::limits::MAX_BATCH_OPERATIONS;
 use crate::format::time::parse_time;
 use crate::model::{ETag, RuntimeStatus, WriteCondition};
-use crate::table::{Continuation, PageRequest, TableClient};
+use crate::table::{Continuation, PageRequest, ResponseFormat, TableClient};
 
 /// Deletes in flight at once unless set.
 pub const DEFAULT_PURGE_CONCURRENCY: usize = 32;
@@ -137,6 +138,7 @@ pub struct PurgeFilter {
     names: Vec<String>,
     concurrency: usize,
     include_history: bool,
+    page_size: u32,
 }
 
 impl PurgeFilter {
@@ -152,6 +154,7 @@ impl PurgeFilter {
             names: Vec::new(),
             concurrency: DEFAULT_PURGE_CONCURRENCY,
             include_history: true,
+            page_size: MAX_PAGE_SIZE,
         }
     }
 
@@ -206,6 +209,14 @@ impl PurgeFilter {
         self
     }
 
+    /// Rows of the scan per page, 1 to 1000 (default 1000: the fewest
+    /// requests). The scan reads the key space in parallel ranges (see
+    /// [`StoreOptions::scan_concurrency`](crate::StoreOptions::scan_concurrency)).
+    pub fn page_size(mut self, page_size: u32) -> Self {
+        self.page_size = page_size;
+        self
+    }
+
     /// The statuses this filter purges, after the defaults and the checks.
     pub fn effective_statuses(&self) -> Result<Vec<RuntimeStatus>> {
         let statuses =
@@ -257,7 +268,7 @@ impl PurgeFilter {
             .statuses(statuses)
             .created_from(self.created_from)
             .created_to(self.created_to.unwrap_or_else(OffsetDateTime::now_utc))
-            .page_size(MAX_PAGE_SIZE);
+            .page_size(self.page_size);
         if !self.names.is_empty() {
             query = query.names(self.names.clone());
         }
@@ -674,6 +685,7 @@ impl InstanceStore {
             filter: None,
             select: Some(vec![PARTITION_KEY]),
             top: Some(1),
+            format: ResponseFormat::NoMetadata,
         };
         match self.history().query_existing_page(&one_key, None).await {
             Ok(_) => Ok(true),
@@ -713,6 +725,7 @@ impl InstanceStore {
             filter: Some(filter::partition(partition_key)),
             select: Some(vec![ROW_KEY, EXECUTION_ID, TIMESTAMP]),
             top: Some(MAX_PAGE_SIZE),
+            format: ResponseFormat::MinimalMetadata,
         };
         let mut resume: Option<Continuation> = None;
         let mut rereads = 0;
@@ -779,20 +792,21 @@ impl InstanceStore {
     }
 
     /// The matching rows' keys and statuses, and the run each was read at
-    /// (`None` without an ETag or a Timestamp), a page at a time.
+    /// (`None` without an ETag or a Timestamp), read in parallel ranges.
     fn purge_candidates(
         &self,
         query: InstanceQuery,
     ) -> impl Stream<Item = Result<(String, RuntimeStatus, Option<ReadRun>)>> + Send + 'static {
-        let columns = vec![PARTITION_KEY, RUNTIME_STATUS, EXECUTION_ID, TIMESTAMP];
-        let request = query.request(Some(columns), MAX_PAGE_SIZE);
-        self.client
-            .pages(request, None)
-            .map_ok(move |page| {
-                let rows: Vec<Result<_>> = page
-                    .rows
+        let request = ScanRequest {
+            columns: Some(vec![PARTITION_KEY, RUNTIME_STATUS, EXECUTION_ID, TIMESTAMP]),
+            page_size: query.page_size.unwrap_or(MAX_PAGE_SIZE),
+            format: ResponseFormat::MinimalMetadata,
+            query,
+        };
+        scan(self.client.clone(), request, self.options.scan_concurrency)
+            .map_ok(|rows| {
+                let rows: Vec<Result<_>> = rows
                     .into_iter()
-                    .filter(|(row, _)| query.keeps_row(row))
                     .filter_map(|(row, etag)| {
                         let key = row_partition_key(&row)?.to_owned();
                         let run = etag.and_then(|etag| ReadRun::of_row(&row, etag));

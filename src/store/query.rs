@@ -14,16 +14,17 @@ use futures::stream::BoxStream;
 use futures::{StreamExt, TryStreamExt};
 use time::OffsetDateTime;
 
+use super::scan::{scan, ScanRequest};
 use super::{InstanceStore, ReadOptions};
 use crate::error::{Error, Result};
-use crate::format::columns::{Entity, PARTITION_KEY, RUNTIME_STATUS};
+use crate::format::columns::{Entity, RUNTIME_STATUS};
 use crate::format::entity::{decode_instance, row_partition_key, row_status};
-use crate::format::filter::{InstanceFilter, MAX_COMPARISONS};
+use crate::format::filter::{InstanceFilter, KeyRange, MAX_COMPARISONS};
 use crate::format::keys::{partition_key_of, unescape_key};
 use crate::format::limits::utf16_units;
 use crate::format::time::{format_time, to_utc};
 use crate::model::{preview, ETag, InstanceStatus, RuntimeStatus};
-use crate::table::{Continuation, Page, PageRequest};
+use crate::table::{Continuation, Page, PageRequest, ResponseFormat};
 
 /// The page size of a query unless set: the HTTP API's default `top`.
 pub const DEFAULT_PAGE_SIZE: u32 = 100;
@@ -211,6 +212,24 @@ impl InstanceQuery {
         self.instance_filter().to_odata()
     }
 
+    /// The OData filter of the rows of `range` that match the other filters
+    /// (`range` stands for the prefix's range, and lies within it).
+    pub(crate) fn filter_in(&self, range: &KeyRange) -> Option<String> {
+        InstanceFilter {
+            key_range: Some(range),
+            ..self.instance_filter()
+        }
+        .to_odata()
+    }
+
+    /// The filter without its key range (for counting what a range adds).
+    pub(crate) fn instance_filter_without_range(&self) -> InstanceFilter<'_> {
+        InstanceFilter {
+            instance_id_prefix: None,
+            ..self.instance_filter()
+        }
+    }
+
     fn instance_filter(&self) -> InstanceFilter<'_> {
         InstanceFilter {
             statuses: &self.statuses,
@@ -219,6 +238,7 @@ impl InstanceQuery {
             instance_id_prefix: self.instance_id_prefix.as_deref(),
             task_hub_name: self.task_hub_name.as_deref(),
             names: &self.names,
+            key_range: None,
         }
     }
 
@@ -233,6 +253,7 @@ impl InstanceQuery {
             filter: self.filter(),
             select,
             top: Some(self.page_size.unwrap_or(default_size)),
+            format: ResponseFormat::MinimalMetadata,
         }
     }
 
@@ -243,15 +264,6 @@ impl InstanceQuery {
         self.instance_id_prefix.as_deref().is_none_or(|prefix| {
             row_partition_key(row).is_some_and(|key| unescape_key(key).starts_with(prefix))
         })
-    }
-
-    /// The columns a scan must read besides `columns`, for [`Self::keeps_row`].
-    pub(crate) fn scan_columns(&self, columns: &[&'static str]) -> Vec<&'static str> {
-        let mut select = columns.to_vec();
-        if self.instance_id_prefix.is_some() && !select.contains(&PARTITION_KEY) {
-            select.insert(0, PARTITION_KEY);
-        }
-        select
     }
 }
 
@@ -373,16 +385,56 @@ impl InstanceStore {
             .boxed()
     }
 
+    /// Every matching instance, as a lazy stream in no particular order:
+    /// the key space is read in ranges, up to
+    /// [`StoreOptions::scan_concurrency`](crate::StoreOptions::scan_concurrency)
+    /// pages at once (see [`InstanceStore::query`] for page sizes). The
+    /// same instances as [`InstanceStore::query`], each once, much sooner
+    /// on a big task hub; memory stays bounded by the pages in flight. A
+    /// hub of one page costs one request, as the ordered stream does.
+    pub fn query_unordered(
+        &self,
+        query: &InstanceQuery,
+    ) -> BoxStream<'static, Result<InstanceStatus>> {
+        if let Err(e) = query.validate() {
+            return futures::stream::once(async { Err(e) }).boxed();
+        }
+        let request = ScanRequest {
+            query: query.clone(),
+            columns: query.read.select(),
+            page_size: query.stream_page_size(),
+            format: ResponseFormat::MinimalMetadata,
+        };
+        scan(self.client.clone(), request, self.options.scan_concurrency)
+            .map(|rows| {
+                rows.and_then(|rows| {
+                    rows.into_iter()
+                        .map(|(row, etag)| {
+                            decode_instance(&row, etag.unwrap_or_else(|| ETag::new("")))
+                        })
+                        .collect::<Result<Vec<_>>>()
+                })
+            })
+            .map_ok(|instances| futures::stream::iter(instances.into_iter().map(Ok)))
+            .try_flatten()
+            .boxed()
+    }
+
     /// Counts the matching instances per runtime status, reading only the
-    /// RuntimeStatus column, 1,000 rows a page (memory stays bounded).
+    /// key and the RuntimeStatus column with no metadata, 1,000 rows a page
+    /// unless the query sets a page size, in parallel ranges as
+    /// [`InstanceStore::query_unordered`] reads them (memory stays bounded).
     pub async fn count_by_status(&self, query: &InstanceQuery) -> Result<StatusCounts> {
         query.validate()?;
-        let query = query.clone().page_size(MAX_PAGE_SIZE);
-        let request = query.request(Some(query.scan_columns(&[RUNTIME_STATUS])), MAX_PAGE_SIZE);
-        self.client
-            .pages(request, None)
-            .try_fold(StatusCounts::default(), |mut counts, page| {
-                for (row, _) in page.rows.iter().filter(|(row, _)| query.keeps_row(row)) {
+        let request = ScanRequest {
+            query: query.clone(),
+            columns: Some(vec![RUNTIME_STATUS]),
+            page_size: query.page_size.unwrap_or(MAX_PAGE_SIZE),
+            format: ResponseFormat::NoMetadata,
+        };
+        scan(self.client.clone(), request, self.options.scan_concurrency)
+            .try_fold(StatusCounts::default(), |mut counts, rows| {
+                for (row, _) in &rows {
                     *counts.0.entry(row_status(row)).or_default() += 1;
                 }
                 futures::future::ready(Ok(counts))

@@ -14,6 +14,7 @@ mod errors;
 mod metadata;
 mod pager;
 
+pub(crate) use metadata::ResponseFormat;
 pub(crate) use pager::{Continuation, Page, PageRequest};
 
 use std::fmt;

@@ -5,6 +5,7 @@ use azure_data_tables::operations::QueryEntityResponse;
 use azure_data_tables::prelude::Select;
 use futures::{Stream, StreamExt};
 
+use super::metadata::ResponseFormat;
 use super::TableClient;
 use crate::error::{Error, Result};
 use crate::format::columns::Entity;
@@ -26,6 +27,9 @@ pub(crate) struct PageRequest {
     pub select: Option<Vec<&'static str>>,
     /// The most rows of one page (the service answers at most 1,000).
     pub top: Option<u32>,
+    /// What the response carries besides the values: with
+    /// [`ResponseFormat::NoMetadata`] rows come without ETags.
+    pub format: ResponseFormat,
 }
 
 /// One page of a query.
@@ -64,7 +68,9 @@ impl TableClient {
     ) -> Result<Page> {
         let fetched = self
             .send(|| async {
-                let mut query = self.table.query();
+                let mut context = azure_core::Context::new();
+                context.insert(request.format);
+                let mut query = self.table.query().context(context);
                 if let Some(filter) = &request.filter {
                     query = query.filter(filter.clone());
                 }

@@ -1,0 +1,697 @@
+//! Parallel scans. Every instance is its own partition, so a listing, a
+//! count or a purge by filter reads rows across the whole key space, and
+//! one sequential scan waits for one page after another. A scan here starts
+//! as that one sequential scan: a hub of one page costs one request. When
+//! the first page shows that more follow, the rest of the key space is cut
+//! into ranges that are read concurrently (at most `concurrency` pages in
+//! flight), each range a sequential scan of its own.
+//!
+//! Where to cut is learned from the hub's own keys, with one-row probes
+//! (`PartitionKey ge T`, `$top=1`, the key only, no metadata): a binary
+//! search finds how long a prefix all the remaining keys share (`order-`,
+//! `tenant-42^2Fjob-`, nothing for GUIDs), then probes at the next
+//! position, one per character seen in the keys read so far, return the
+//! real keys that start each branch. Those keys are the boundaries. Ranges
+//! are cut again, a few rounds, until there are as many as slots, so a
+//! skewed hub (most ids under one branch) splits too. When rows carry
+//! their keys (listings, purges), a range still reading while slots fall
+//! idle is cut again at its position.
+//!
+//! A boundary only decides how the work is shared, never what is read: the
+//! ranges are contiguous, disjoint and cover the key range, and a range
+//! whose end moved while one of its pages was in flight drops the rows at
+//! or past its new end (the next range reads them). Rows come in no
+//! particular order.
+
+use std::cmp::Ordering;
+use std::collections::{BTreeSet, VecDeque};
+
+use futures::future::BoxFuture;
+use futures::stream::{FuturesUnordered, Stream, StreamExt};
+use futures::FutureExt;
+
+use super::InstanceQuery;
+use crate::error::Result;
+use crate::format::columns::{Entity, PARTITION_KEY};
+use crate::format::entity::row_partition_key;
+use crate::format::filter::{InstanceFilter, KeyRange, KeyStart, MAX_COMPARISONS};
+use crate::format::keys::{compare_keys, prefix_upper_bound};
+use crate::model::ETag;
+use crate::table::{Continuation, Page, PageRequest, ResponseFormat, TableClient};
+
+/// A row with its ETag, as a page holds it.
+pub(crate) type Row = (Entity, Option<ETag>);
+
+/// The most probes one cut sends, and how many at once.
+const MAX_PROBES: usize = 32;
+const PROBES_IN_FLIGHT: usize = 8;
+/// The pages one probe follows through empty pages before it gives up
+/// (the service may answer a page with no row and a continuation).
+const PROBE_PAGES: usize = 4;
+/// Rounds of cutting before the scan starts.
+const PLAN_ROUNDS: usize = 3;
+/// Cuts of one running range, and of a whole scan per slot: probes are
+/// cheap, but not free.
+const SPLITS_PER_RANGE: u8 = 2;
+const SPLITS_PER_SLOT: usize = 2;
+/// Keys of a page that teach the scan its characters: every n-th.
+const ALPHABET_SAMPLE: usize = 16;
+/// Where probes look before any key was read.
+const DEFAULT_ALPHABET: &str = "-0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ_abcdefghijklmnopqrstuvwxyz";
+
+/// What a scan reads.
+#[derive(Debug, Clone)]
+pub(crate) struct ScanRequest {
+    /// The filters, and the key range of its prefix.
+    pub query: InstanceQuery,
+    /// The columns to read; `None` for all. The key is added when needed.
+    pub columns: Option<Vec<&'static str>>,
+    /// Rows per page.
+    pub page_size: u32,
+    /// The response format (no ETags with [`ResponseFormat::NoMetadata`]).
+    pub format: ResponseFormat,
+}
+
+/// Scans the rows `request` asks for, a page at a time, with at most
+/// `concurrency` pages in flight; pages come in no particular order, each
+/// holding only the rows the query keeps. The first error ends the stream.
+pub(crate) fn scan(
+    client: TableClient,
+    request: ScanRequest,
+    concurrency: usize,
+) -> impl Stream<Item = Result<Vec<Row>>> + Send + 'static {
+    let scanner = Scanner::new(client, request, concurrency);
+    futures::stream::unfold(scanner, |mut scanner| async move {
+        scanner.next_page().await.map(|page| (page, scanner))
+    })
+}
+
+/// One range of a scan and where its reading stands.
+#[derive(Debug)]
+struct Range {
+    /// Where the range starts and ends now (a cut moves its end).
+    start: KeyStart,
+    end: Option<String>,
+    /// The range of the filter that `resume` belongs to.
+    issued: KeyRange,
+    resume: Option<Continuation>,
+    /// The last key the range returned: it has returned every key up to it.
+    last_key: Option<String>,
+    pages: u32,
+    splits: u8,
+    done: bool,
+}
+
+impl Range {
+    fn new(range: KeyRange) -> Range {
+        Range {
+            start: range.start.clone(),
+            end: range.end.clone(),
+            issued: range,
+            resume: None,
+            last_key: None,
+            pages: 0,
+            splits: 0,
+            done: false,
+        }
+    }
+}
+
+enum Event {
+    Page {
+        range: usize,
+        page: Result<Page>,
+    },
+    Plan {
+        ranges: Vec<KeyRange>,
+    },
+    Split {
+        range: usize,
+        boundaries: Result<Vec<String>>,
+    },
+}
+
+struct Scanner {
+    client: TableClient,
+    request: ScanRequest,
+    /// The columns of the first page (with the key: it says where the
+    /// rest starts) and of the others.
+    first_select: Option<Vec<&'static str>>,
+    select: Option<Vec<&'static str>>,
+    /// Whether the rows of every page carry their key (a running range
+    /// can then be cut at its position).
+    keys_in_rows: bool,
+    concurrency: usize,
+    /// Whether the filter leaves room for a range's two conditions.
+    splittable: bool,
+    ranges: Vec<Range>,
+    ready: VecDeque<usize>,
+    in_flight: FuturesUnordered<BoxFuture<'static, Event>>,
+    pages_in_flight: usize,
+    splitting: bool,
+    splits: usize,
+    /// Characters seen in the keys read so far: where probes look.
+    alphabet: Alphabet,
+    failed: bool,
+}
+
+/// The characters seen in keys, position by position (the first
+/// [`ALPHABET_POSITIONS`]), and in all: a probe at a position tries the
+/// characters seen there.
+#[derive(Debug, Clone, Default)]
+struct Alphabet {
+    at: Vec<BTreeSet<char>>,
+    all: BTreeSet<char>,
+}
+
+/// Positions the alphabet tells apart.
+const ALPHABET_POSITIONS: usize = 256;
+
+impl Alphabet {
+    fn learn(&mut self, key: &str) {
+        for (position, c) in key.chars().enumerate() {
+            self.all.insert(c);
+            if position < ALPHABET_POSITIONS {
+                if self.at.len() <= position {
+                    self.at.resize_with(position + 1, BTreeSet::new);
+                }
+                self.at[position].insert(c);
+            }
+        }
+    }
+
+    /// The characters to try at `position`: those seen there or further
+    /// on (the keys read first share their first characters, as they come
+    /// in key order, while later positions show what varies), or seen
+    /// anywhere, or, before any key was read, common ones.
+    fn at(&self, position: usize) -> Vec<char> {
+        let mut seen: BTreeSet<char> = self.at.iter().skip(position).flatten().copied().collect();
+        if seen.is_empty() {
+            seen = self.all.clone();
+        }
+        if seen.is_empty() {
+            return DEFAULT_ALPHABET.chars().collect();
+        }
+        seen.into_iter().collect()
+    }
+}
+
+impl Scanner {
+    fn new(client: TableClient, request: ScanRequest, concurrency: usize) -> Scanner {
+        let query = &request.query;
+        // Each range's two conditions replace the prefix's.
+        let splittable = concurrency > 1
+            && query.instance_filter_without_range().comparisons() + 2 <= MAX_COMPARISONS;
+        let with_key = |columns: &Option<Vec<&'static str>>, needed: bool| {
+            let mut columns = columns.clone();
+            if let Some(columns) = &mut columns {
+                if needed && !columns.contains(&PARTITION_KEY) {
+                    columns.insert(0, PARTITION_KEY);
+                }
+            }
+            columns
+        };
+        // The prefix check of `keeps_row` reads the key.
+        let prefixed = query.instance_id_prefix.is_some();
+        let select = with_key(&request.columns, prefixed);
+        let first_select = with_key(&request.columns, prefixed || splittable);
+        let keys_in_rows = select
+            .as_ref()
+            .is_none_or(|columns| columns.contains(&PARTITION_KEY));
+        let whole = KeyRange::of_prefix(query.instance_id_prefix.as_deref());
+        Scanner {
+            client,
+            first_select,
+            select,
+            keys_in_rows,
+            concurrency: concurrency.max(1),
+            splittable,
+            ranges: vec![Range::new(whole)],
+            ready: VecDeque::from([0]),
+            in_flight: FuturesUnordered::new(),
+            pages_in_flight: 0,
+            splitting: false,
+            splits: 0,
+            alphabet: Alphabet::default(),
+            failed: false,
+            request,
+        }
+    }
+
+    /// The next page with rows; `None` at the end or after an error.
+    async fn next_page(&mut self) -> Option<Result<Vec<Row>>> {
+        loop {
+            if self.failed {
+                return None;
+            }
+            self.start_work();
+            match self.in_flight.next().await? {
+                Event::Page { range, page } => {
+                    self.pages_in_flight -= 1;
+                    match page {
+                        Ok(page) => {
+                            let rows = self.take_page(range, page);
+                            if !rows.is_empty() {
+                                return Some(Ok(rows));
+                            }
+                        }
+                        Err(error) => {
+                            self.failed = true;
+                            return Some(Err(error));
+                        }
+                    }
+                }
+                Event::Plan { ranges } => {
+                    for range in ranges {
+                        self.ready.push_back(self.ranges.len());
+                        self.ranges.push(Range::new(range));
+                    }
+                }
+                Event::Split { range, boundaries } => {
+                    self.splitting = false;
+                    match boundaries {
+                        Ok(boundaries) => self.split(range, boundaries),
+                        // The pages will meet the same trouble, or not.
+                        Err(error) => tracing::debug!(%error, "a scan's split probe failed"),
+                    }
+                }
+            }
+        }
+    }
+
+    /// Fetches the next page of every range that is ready while slots are
+    /// free; with slots still idle and rows that carry their keys, cuts the
+    /// running range that has read the most pages.
+    fn start_work(&mut self) {
+        while self.pages_in_flight < self.concurrency {
+            let Some(index) = self.ready.pop_front() else {
+                break;
+            };
+            self.fetch(index);
+        }
+        if !self.splittable
+            || !self.keys_in_rows
+            || self.splitting
+            || self.ranges.len() < 2
+            || self.pages_in_flight >= self.concurrency
+            || self.splits >= SPLITS_PER_SLOT * self.concurrency
+        {
+            return;
+        }
+        let Some((index, lower)) = self
+            .ranges
+            .iter()
+            .enumerate()
+            .filter(|(_, r)| !r.done && r.resume.is_some() && r.splits < SPLITS_PER_RANGE)
+            .filter_map(|(i, r)| Some((i, r.pages, r.last_key.clone()?)))
+            .max_by_key(|(_, pages, _)| *pages)
+            .map(|(i, _, lower)| (i, lower))
+        else {
+            return;
+        };
+        let range = &mut self.ranges[index];
+        range.splits += 1;
+        self.splits += 1;
+        self.splitting = true;
+        let want = self.concurrency - self.pages_in_flight;
+        let client = self.client.clone();
+        let end = range.end.clone();
+        let alphabet = self.alphabet.clone();
+        self.in_flight.push(
+            async move {
+                let boundaries = boundaries(&client, &lower, end.as_deref(), &alphabet, want).await;
+                Event::Split {
+                    range: index,
+                    boundaries,
+                }
+            }
+            .boxed(),
+        );
+    }
+
+    /// Sends the next page request of a range: on its continuation, or,
+    /// when the range's end moved since (and a returned key says where it
+    /// stands), afresh after its last key with the new end.
+    fn fetch(&mut self, index: usize) {
+        let range = &mut self.ranges[index];
+        let restart = match (&range.resume, &range.last_key) {
+            (None, _) => true,
+            (Some(_), Some(_)) => range.issued.end != range.end,
+            (Some(_), None) => false,
+        };
+        if restart {
+            range.issued = KeyRange {
+                start: range
+                    .last_key
+                    .clone()
+                    .map_or_else(|| range.start.clone(), KeyStart::After),
+                end: range.end.clone(),
+            };
+            range.resume = None;
+        }
+        let first = index == 0 && range.pages == 0;
+        let request = PageRequest {
+            filter: self.request.query.filter_in(&range.issued),
+            select: if first {
+                self.first_select.clone()
+            } else {
+                self.select.clone()
+            },
+            top: Some(self.request.page_size),
+            format: self.request.format,
+        };
+        let resume = range.resume.clone();
+        let client = self.client.clone();
+        self.pages_in_flight += 1;
+        self.in_flight.push(
+            async move {
+                Event::Page {
+                    range: index,
+                    page: client.query_page(&request, resume.as_ref()).await,
+                }
+            }
+            .boxed(),
+        );
+    }
+
+    /// Takes a range's page: its rows before the range's end, the range's
+    /// new position, and the rows the query keeps. After the first page of
+    /// a splittable scan, the rest of the key space is planned in ranges.
+    fn take_page(&mut self, index: usize, page: Page) -> Vec<Row> {
+        let range = &mut self.ranges[index];
+        let mut rows = page.rows;
+        let mut past_end = false;
+        if let Some(end) = &range.end {
+            if let Some(cut) = rows.iter().position(|(row, _)| {
+                row_partition_key(row).is_some_and(|key| compare_keys(key, end) != Ordering::Less)
+            }) {
+                rows.truncate(cut);
+                past_end = true;
+            }
+        }
+        if let Some(key) = rows
+            .iter()
+            .rev()
+            .find_map(|(row, _)| row_partition_key(row))
+        {
+            range.last_key = Some(key.to_owned());
+        }
+        let first = index == 0 && range.pages == 0;
+        range.pages += 1;
+        range.resume = page.continuation;
+        range.done = past_end || range.resume.is_none();
+        // Every key of the first page, a sample of the others.
+        let sample = if first { 1 } else { ALPHABET_SAMPLE };
+        for (row, _) in rows.iter().step_by(sample).chain(rows.last()) {
+            if let Some(key) = row_partition_key(row) {
+                self.alphabet.learn(key);
+            }
+        }
+        if first && !range.done && self.splittable {
+            // The first range ends here; the rest is planned afresh from
+            // its last key (or from its start, when no row came back).
+            range.done = true;
+            let rest = KeyRange {
+                start: range
+                    .last_key
+                    .clone()
+                    .map_or_else(|| range.start.clone(), KeyStart::After),
+                end: range.end.clone(),
+            };
+            let client = self.client.clone();
+            let alphabet = self.alphabet.clone();
+            let slots = self.concurrency;
+            self.in_flight.push(
+                async move {
+                    Event::Plan {
+                        ranges: plan(&client, rest, &alphabet, slots).await,
+                    }
+                }
+                .boxed(),
+            );
+        } else if !range.done {
+            self.ready.push_back(index);
+        }
+        let query = &self.request.query;
+        rows.retain(|(row, _)| query.keeps_row(row));
+        rows
+    }
+
+    /// Cuts a running range at the boundaries found for it: it keeps the
+    /// keys up to the first boundary, and each boundary starts a new range.
+    fn split(&mut self, index: usize, mut boundaries: Vec<String>) {
+        let range = &mut self.ranges[index];
+        let Some(lower) = range.last_key.as_deref().filter(|_| !range.done) else {
+            return;
+        };
+        // The range read on while the probes ran.
+        boundaries.retain(|b| {
+            compare_keys(b, lower) == Ordering::Greater
+                && range
+                    .end
+                    .as_deref()
+                    .is_none_or(|end| compare_keys(b, end) == Ordering::Less)
+        });
+        boundaries.sort_by(|a, b| compare_keys(a, b));
+        boundaries.dedup();
+        let Some(first) = boundaries.first().cloned() else {
+            return;
+        };
+        let old_end = range.end.replace(first);
+        for range in cut(
+            KeyStart::From(boundaries[0].clone()),
+            old_end,
+            &boundaries[1..],
+        ) {
+            self.ready.push_back(self.ranges.len());
+            self.ranges.push(Range::new(range));
+        }
+    }
+}
+
+/// The ranges from `start` to `end`, cut at `boundaries` (sorted, within).
+fn cut(start: KeyStart, end: Option<String>, boundaries: &[String]) -> Vec<KeyRange> {
+    let starts = std::iter::once(start).chain(boundaries.iter().cloned().map(KeyStart::From));
+    let ends = boundaries
+        .iter()
+        .cloned()
+        .map(Some)
+        .chain(std::iter::once(end));
+    starts
+        .zip(ends)
+        .map(|(start, end)| KeyRange { start, end })
+        .collect()
+}
+
+/// Cuts `rest` into about `slots` ranges, a few rounds of [`boundaries`]
+/// at most; a range no probe could cut stays whole. A probe that fails
+/// leaves the ranges as they are: the scan reads them as they are.
+async fn plan(
+    client: &TableClient,
+    rest: KeyRange,
+    alphabet: &Alphabet,
+    slots: usize,
+) -> Vec<KeyRange> {
+    let mut ranges = vec![(rest, true)];
+    for _ in 0..PLAN_ROUNDS {
+        if ranges.len() >= slots || !ranges.iter().any(|(_, cuttable)| *cuttable) {
+            break;
+        }
+        let want = slots.div_ceil(ranges.len()).max(2) - 1;
+        let cuts: Vec<Result<Vec<String>>> = futures::stream::iter(ranges.clone())
+            .map(|(range, cuttable)| {
+                let client = client.clone();
+                let alphabet = alphabet.clone();
+                async move {
+                    if !cuttable {
+                        return Ok(Vec::new());
+                    }
+                    let lower = match &range.start {
+                        KeyStart::First => "",
+                        KeyStart::From(key) | KeyStart::After(key) => key,
+                    };
+                    boundaries(&client, lower, range.end.as_deref(), &alphabet, want).await
+                }
+            })
+            .buffered(PROBES_IN_FLIGHT)
+            .collect()
+            .await;
+        let mut next = Vec::new();
+        for ((range, _), found) in ranges.into_iter().zip(cuts) {
+            match found {
+                Ok(found) if !found.is_empty() => {
+                    next.extend(
+                        cut(range.start, range.end, &found)
+                            .into_iter()
+                            .map(|r| (r, true)),
+                    );
+                }
+                Ok(_) => next.push((range, false)),
+                Err(error) => {
+                    tracing::debug!(%error, "a scan's plan probe failed");
+                    next.push((range, false));
+                }
+            }
+        }
+        ranges = next;
+    }
+    ranges.into_iter().map(|(range, _)| range).collect()
+}
+
+/// Up to `want` keys above `lower` and below `end` that start the branches
+/// of the remaining keys at the first position where those keys differ.
+async fn boundaries(
+    client: &TableClient,
+    lower: &str,
+    end: Option<&str>,
+    alphabet: &Alphabet,
+    want: usize,
+) -> Result<Vec<String>> {
+    let chars: Vec<char> = lower.chars().collect();
+    let prefix_of = |len: usize| chars[..len].iter().collect::<String>();
+    // `exists(i)`: some remaining key is at or above the successor of
+    // `lower`'s first i characters. It is false up to the length of the
+    // prefix all remaining keys share, and true above it.
+    let shared_with_end = end.map_or(0, |end| {
+        chars
+            .iter()
+            .zip(end.chars())
+            .take_while(|(a, b)| **a == *b)
+            .count()
+    });
+    let (mut low, mut high) = (shared_with_end + 1, chars.len());
+    let mut level = chars.len();
+    while low <= high {
+        let middle = (low + high) / 2;
+        let exists = match prefix_upper_bound(&prefix_of(middle)) {
+            Some(target) => probe(client, &target, end).await?.is_some(),
+            None => false,
+        };
+        if exists {
+            level = middle - 1;
+            high = middle - 1;
+        } else {
+            low = middle + 1;
+        }
+    }
+    // At `level` the remaining keys branch: probe the start of each branch.
+    let shared = prefix_of(level);
+    let candidates = alphabet.at(level);
+    let mut targets: Vec<String> = match chars.get(level) {
+        Some(&at) => {
+            let mut targets: Vec<String> = candidates
+                .iter()
+                .filter(|&&c| utf16_rank(c) > utf16_rank(at))
+                .map(|c| format!("{shared}{c}"))
+                .collect();
+            targets.extend(prefix_upper_bound(&format!("{shared}{at}")));
+            targets
+        }
+        None => candidates.iter().map(|c| format!("{shared}{c}")).collect(),
+    };
+    targets.sort_by(|a, b| compare_keys(a, b));
+    targets.dedup();
+    // One probe per boundary wanted, spread over the branches.
+    let targets = spread(&targets, want.clamp(1, MAX_PROBES));
+    let found: Vec<Option<String>> = futures::stream::iter(targets)
+        .map(|target| async move { probe(client, &target, end).await })
+        .buffer_unordered(PROBES_IN_FLIGHT)
+        .collect::<Vec<_>>()
+        .await
+        .into_iter()
+        .collect::<Result<_>>()?;
+    let mut keys: Vec<String> = found.into_iter().flatten().collect();
+    keys.sort_by(|a, b| compare_keys(a, b));
+    keys.dedup();
+    Ok(spread(&keys, want.max(1)))
+}
+
+/// The first key at or above `target` and below `end`, reading the key
+/// only; `None` when there is none (or the service would not say within a
+/// few pages).
+async fn probe(client: &TableClient, target: &str, end: Option<&str>) -> Result<Option<String>> {
+    let range = KeyRange {
+        start: KeyStart::From(target.to_owned()),
+        end: end.map(str::to_owned),
+    };
+    let request = PageRequest {
+        filter: InstanceFilter {
+            key_range: Some(&range),
+            ..InstanceFilter::default()
+        }
+        .to_odata(),
+        select: Some(vec![PARTITION_KEY]),
+        top: Some(1),
+        format: ResponseFormat::NoMetadata,
+    };
+    let mut resume = None;
+    for _ in 0..PROBE_PAGES {
+        let page = client.query_page(&request, resume.as_ref()).await?;
+        if let Some(key) = page.rows.iter().find_map(|(row, _)| row_partition_key(row)) {
+            return Ok(Some(key.to_owned()));
+        }
+        match page.continuation {
+            Some(next) => resume = Some(next),
+            None => return Ok(None),
+        }
+    }
+    Ok(None)
+}
+
+/// A character's place in UTF-16 order (supplementary characters sort
+/// between U+D7FF and U+E000).
+fn utf16_rank(c: char) -> u32 {
+    match c as u32 {
+        code @ 0..=0xD7FF => code,
+        code @ 0x10000.. => 0xD800 + (code - 0x10000),
+        code => code + 0x10_0000,
+    }
+}
+
+/// At most `n` of `items`, evenly spread.
+fn spread<T: Clone>(items: &[T], n: usize) -> Vec<T> {
+    if items.len() <= n {
+        return items.to_vec();
+    }
+    (0..n).map(|i| items[i * items.len() / n].clone()).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ranks_follow_utf16_order() {
+        let mut chars = vec![
+            '\u{E000}',
+            'a',
+            '\u{10000}',
+            '\u{D7FF}',
+            '\u{FFFF}',
+            '\u{10FFFF}',
+        ];
+        chars.sort_by_key(|&c| utf16_rank(c));
+        let mut by_keys = chars.clone();
+        by_keys.sort_by(|a, b| compare_keys(&a.to_string(), &b.to_string()));
+        assert_eq!(chars, by_keys);
+        assert_eq!(
+            chars,
+            [
+                'a',
+                '\u{D7FF}',
+                '\u{10000}',
+                '\u{10FFFF}',
+                '\u{E000}',
+                '\u{FFFF}'
+            ]
+        );
+    }
+
+    #[test]
+    fn spread_keeps_at_most_n_evenly() {
+        let items: Vec<u32> = (0..10).collect();
+        assert_eq!(spread(&items, 20), items);
+        assert_eq!(spread(&items, 5), vec![0, 2, 4, 6, 8]);
+        assert_eq!(spread(&items, 1), vec![0]);
+    }
+}
