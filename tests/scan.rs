@@ -304,3 +304,19 @@ async fn a_parallel_purge_deletes_exactly_the_matching_instances() -> Result<()>
     assert_eq!(sorted_ids(store.query(&InstanceQuery::new())).await?, kept);
     Ok(())
 }
+
+/// A listing that ends on a full page makes no request for an empty page
+/// after it: the service sends no continuation, and none is followed.
+#[tokio::test]
+async fn a_listing_ending_on_a_full_page_costs_no_extra_request() -> Result<()> {
+    let (store, proxy) = common::proxied_store(StoreOptions::default().scan_concurrency(1)).await;
+    let ids: Vec<String> = (0..40).map(|i| format!("{i:032x}")).collect();
+    write_rows(&store, &with_statuses(ids.clone())).await;
+    proxy.take_lines();
+    let query = InstanceQuery::new().page_size(20);
+    assert_eq!(sorted_ids(store.query(&query)).await?, ids);
+    assert_eq!(proxy.take_lines().len(), 2, "two full pages, two requests");
+    assert_eq!(store.count_by_status(&query).await?.total(), 40);
+    assert_eq!(proxy.take_lines().len(), 2);
+    Ok(())
+}

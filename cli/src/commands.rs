@@ -106,9 +106,15 @@ enum Command {
         /// Instances per page (1-1000)
         #[arg(long, default_value_t = 100)]
         top: u32,
-        /// Follow continuations to the end
+        /// List every instance: key ranges read in parallel, in no
+        /// particular order (with --ordered, one page after another in key
+        /// order)
         #[arg(long)]
         all: bool,
+        /// With --all: in key order, one page after another (slower on a
+        /// big task hub)
+        #[arg(long, requires = "all")]
+        ordered: bool,
         /// JSON lines instead of a table
         #[arg(long)]
         json: bool,
@@ -384,10 +390,16 @@ async fn execute(cli: Cli, config: StorageConfig) -> Result<ExitCode> {
             filters,
             top,
             all,
+            ordered,
             json,
         } => {
             let query = filters.query()?.page_size(top).include_input(false);
-            list(&store, &query, top as usize, all, json, out)
+            let listing = match (all, ordered) {
+                (false, _) => Listing::OnePage,
+                (true, true) => Listing::AllInKeyOrder,
+                (true, false) => Listing::AllInParallel,
+            };
+            list(&store, &query, top as usize, listing, json, out)
                 .await
                 .map_err(name_option)?;
         }
@@ -488,11 +500,19 @@ async fn change(
     Ok(())
 }
 
+/// What `list` prints.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Listing {
+    OnePage,
+    AllInKeyOrder,
+    AllInParallel,
+}
+
 async fn list(
     store: &InstanceStore,
     query: &InstanceQuery,
     page_size: usize,
-    all: bool,
+    listing: Listing,
     json: bool,
     out: &mut impl Write,
 ) -> Result<()> {
@@ -533,9 +553,14 @@ async fn list(
             printed += instances.len();
             Ok(())
         };
-    if all {
+    if listing != Listing::OnePage {
         // A page size of 0 is refused by the query, as the stream's first item.
-        let mut stream = store.query(query).try_chunks(page_size.max(1));
+        let instances = if listing == Listing::AllInKeyOrder {
+            store.query(query)
+        } else {
+            store.query_unordered(query)
+        };
+        let mut stream = instances.try_chunks(page_size.max(1));
         let mut header = true;
         while let Some(chunk) = stream.try_next().await.map_err(|e| e.1)? {
             print(&chunk, out, header)?;

@@ -206,12 +206,25 @@ fn list_as_a_table_as_json_and_all_pages() {
     let output = hub.run(&["list", "--json", "--top", "2"]);
     assert_eq!(String::from_utf8_lossy(&output.stdout).lines().count(), 2);
     assert!(String::from_utf8_lossy(&output.stderr).contains("--all"));
-    assert_eq!(
-        hub.ok(&["list", "--json", "--top", "2", "--all"])
-            .lines()
-            .count(),
-        6
-    );
+    // Pages of 2: the parallel listing cuts ranges; both list every id once.
+    let ids = |text: String| -> Vec<String> {
+        text.lines()
+            .map(|line| {
+                let row: serde_json::Value = serde_json::from_str(line).unwrap();
+                row["instanceId"].as_str().unwrap().to_owned()
+            })
+            .collect()
+    };
+    let ordered = ids(hub.ok(&["list", "--json", "--top", "2", "--all", "--ordered"]));
+    assert_eq!(ordered.len(), 6);
+    assert!(ordered.windows(2).all(|w| w[0] < w[1]), "{ordered:?}");
+    let mut parallel = ids(hub.ok(&["list", "--json", "--top", "2", "--all"]));
+    parallel.sort();
+    assert_eq!(parallel, ordered);
+    // A usage error: clap's message names what is missing.
+    let misuse = hub.run(&["list", "--ordered"]);
+    assert!(!misuse.status.success());
+    assert!(String::from_utf8_lossy(&misuse.stderr).contains("--all"));
 
     let counts = hub.ok(&["counts"]);
     assert!(
