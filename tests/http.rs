@@ -6,7 +6,7 @@ use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
 use anyhow::Result;
-use durable_status::http::{HttpApi, BASE_PATH, LEGACY_BASE_PATH};
+use durable_status::http::{HttpApi, BASE_PATH, LEGACY_BASE_PATH, MAX_BATCH_IDS};
 use durable_status::{CustomStatus, JsonText, NewInstance, RuntimeStatus, Secret};
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
@@ -550,6 +550,62 @@ async fn listing_by_orchestrator_name() -> Result<()> {
         "{}",
         message(&answer)
     );
+    Ok(())
+}
+
+/// `POST /instances` with a JSON array of ids reads them all: status
+/// objects in the order asked, `null` for a missing one.
+#[tokio::test]
+async fn many_instances_in_one_call() -> Result<()> {
+    let server = server().await;
+    server.instance("b/1", RuntimeStatus::Completed).await;
+    server.instance("a#2", RuntimeStatus::Running).await;
+    let post = |body: String, query: &str| {
+        let request = server
+            .client
+            .post(format!("{}{BASE_PATH}/instances{query}", server.base))
+            .header("content-type", "application/json")
+            .body(body);
+        async move {
+            let response = request.send().await.expect("the server answers");
+            let status = response.status();
+            let bytes = response.bytes().await.unwrap();
+            let body: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+            (status, body)
+        }
+    };
+    let (status, body) = post(json!(["a#2", "missing", "b/1", "a#2"]).to_string(), "").await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let answers = body.as_array().unwrap();
+    assert_eq!(answers.len(), 4);
+    assert_eq!(answers[0]["instanceId"], "a#2");
+    assert_eq!(answers[0]["runtimeStatus"], "Running");
+    assert!(answers[1].is_null());
+    assert_eq!(answers[2]["instanceId"], "b/1");
+    assert_eq!(answers[2]["output"], "done");
+    assert_eq!(answers[3], answers[0]);
+    let (_, without) = post(json!(["b/1"]).to_string(), "?showInput=false").await;
+    assert!(
+        without[0].get("input").is_none_or(Value::is_null),
+        "{without}"
+    );
+
+    for (body, expected) in [
+        ("{\"ids\":[]}".to_owned(), "body: must be a JSON array"),
+        ("[1]".to_owned(), "body: must be a JSON array"),
+        (json!([""]).to_string(), "position 0"),
+        (
+            json!(vec!["x"; MAX_BATCH_IDS + 1]).to_string(),
+            "at most 100",
+        ),
+    ] {
+        let (status, answer) = post(body.clone(), "").await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{body}: {answer}");
+        let text = answer["Message"].as_str().unwrap();
+        assert!(text.contains(expected), "{body}: {text}");
+    }
+    let (status, empty) = post("[]".into(), "").await;
+    assert_eq!((status, empty), (StatusCode::OK, json!([])));
     Ok(())
 }
 

@@ -15,7 +15,7 @@ mod page;
 mod params;
 mod server;
 
-pub use handlers::CONTINUATION_HEADER;
+pub use handlers::{CONTINUATION_HEADER, MAX_BATCH_IDS};
 
 use std::future::Future;
 use std::net::SocketAddr;
