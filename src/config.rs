@@ -66,16 +66,24 @@ pub struct StorageConfig {
     pub account: String,
     /// How requests are authorized.
     pub credentials: Credentials,
+    /// The blob service endpoint, where a task hub keeps payloads too large
+    /// for a table column (`{taskhub}-largemessages`), e.g.
+    /// `https://acct.blob.core.windows.net`; `None` when unknown (a
+    /// connection string that names a TableEndpoint and no BlobEndpoint).
+    pub blob_endpoint: Option<String>,
 }
 
 impl StorageConfig {
-    /// The local emulator at its default address, `127.0.0.1:10002`.
+    /// The local emulator at its default addresses: tables on
+    /// `127.0.0.1:10002`, blobs on `127.0.0.1:10000`.
     pub fn development_storage() -> Self {
         Self::emulator_at("http://127.0.0.1:10002")
+            .with_blob_endpoint(format!("http://127.0.0.1:10000/{EMULATOR_ACCOUNT}"))
     }
 
-    /// An emulator at `base` (scheme, host and port), with the well-known
-    /// development account.
+    /// An emulator's table service at `base` (scheme, host and port), with
+    /// the well-known development account; no blob endpoint (see
+    /// [`StorageConfig::with_blob_endpoint`]).
     pub fn emulator_at(base: &str) -> Self {
         StorageConfig {
             table_endpoint: format!("{}/{EMULATOR_ACCOUNT}", base.trim_end_matches('/')),
@@ -84,6 +92,7 @@ impl StorageConfig {
                 account: EMULATOR_ACCOUNT.into(),
                 key: Secret::new(EMULATOR_ACCOUNT_KEY),
             },
+            blob_endpoint: None,
         }
     }
 
@@ -93,6 +102,7 @@ impl StorageConfig {
         validate_account(&account)?;
         Ok(StorageConfig {
             table_endpoint: format!("https://{account}.table.core.windows.net"),
+            blob_endpoint: Some(format!("https://{account}.blob.core.windows.net")),
             credentials: Credentials::AccountKey {
                 account: account.clone(),
                 key: Secret::new(key),
@@ -106,6 +116,11 @@ impl StorageConfig {
     /// - `DefaultEndpointsProtocol=https;AccountName=..;AccountKey=..;EndpointSuffix=..`;
     /// - `AccountName=..;AccountKey=..;TableEndpoint=..` (e.g. an emulator elsewhere);
     /// - `TableEndpoint=..;SharedAccessSignature=..`.
+    ///
+    /// The blob endpoint is `BlobEndpoint` when given, else derived like the
+    /// table endpoint from AccountName and EndpointSuffix (or port 10000 of
+    /// the development storage); with a TableEndpoint and no BlobEndpoint it
+    /// is unknown.
     ///
     /// Errors name the missing or malformed setting, never a secret.
     pub fn from_connection_string(text: &str) -> Result<Self> {
@@ -125,30 +140,19 @@ impl StorageConfig {
                     let (scheme, host) = proxy.split_once("://").unwrap_or(("http", proxy));
                     let host = host.split(['/', ':']).next().unwrap_or(host);
                     Self::emulator_at(&format!("{scheme}://{host}:10002"))
+                        .with_blob_endpoint(format!("{scheme}://{host}:10000/{EMULATOR_ACCOUNT}"))
                 }
                 None => Self::development_storage(),
             });
         }
 
         let account = get("AccountName").map(str::to_owned);
+        let explicit_blob_endpoint = get("BlobEndpoint")
+            .map(|endpoint| checked_endpoint("BlobEndpoint", endpoint))
+            .transpose()?;
+        let mut derived_blob_endpoint = None;
         let table_endpoint = match get("TableEndpoint") {
-            Some(endpoint) => {
-                let endpoint = endpoint.trim_end_matches('/');
-                if endpoint.contains('?') {
-                    // Never quoted: a query string here is likely a SAS.
-                    return Err(Error::Config(
-                        "TableEndpoint must not hold a query string; give a SAS as \
-                         SharedAccessSignature"
-                            .into(),
-                    ));
-                }
-                if !(endpoint.starts_with("https://") || endpoint.starts_with("http://")) {
-                    return Err(Error::Config(format!(
-                        "TableEndpoint must be an http(s) URL, got '{endpoint}'"
-                    )));
-                }
-                endpoint.to_owned()
-            }
+            Some(endpoint) => checked_endpoint("TableEndpoint", endpoint)?,
             None => {
                 let account = account.as_deref().ok_or_else(|| {
                     Error::Config(
@@ -163,9 +167,11 @@ impl StorageConfig {
                     )));
                 }
                 let suffix = get("EndpointSuffix").unwrap_or("core.windows.net");
+                derived_blob_endpoint = Some(format!("{protocol}://{account}.blob.{suffix}"));
                 format!("{protocol}://{account}.table.{suffix}")
             }
         };
+        let blob_endpoint = explicit_blob_endpoint.or(derived_blob_endpoint);
 
         let credentials = match (get("AccountKey"), get("SharedAccessSignature")) {
             (Some(key), _) => Credentials::AccountKey {
@@ -188,7 +194,15 @@ impl StorageConfig {
             table_endpoint,
             account,
             credentials,
+            blob_endpoint,
         })
+    }
+
+    /// The same account and credentials with this blob endpoint (where
+    /// large payloads are kept).
+    pub fn with_blob_endpoint(mut self, endpoint: impl Into<String>) -> Self {
+        self.blob_endpoint = Some(endpoint.into().trim_end_matches('/').to_owned());
+        self
     }
 
     /// The same account and credentials at another table endpoint (a
@@ -238,6 +252,24 @@ fn parse_settings(text: &str) -> Result<Vec<(String, String)>> {
         return Err(Error::Config("the connection string is empty".into()));
     }
     Ok(settings)
+}
+
+/// A service endpoint of a connection string: an http(s) URL without a
+/// query string, without its trailing `/`.
+fn checked_endpoint(setting: &str, endpoint: &str) -> Result<String> {
+    let endpoint = endpoint.trim_end_matches('/');
+    if endpoint.contains('?') {
+        // Never quoted: a query string here is likely a SAS.
+        return Err(Error::Config(format!(
+            "{setting} must not hold a query string; give a SAS as SharedAccessSignature"
+        )));
+    }
+    if !(endpoint.starts_with("https://") || endpoint.starts_with("http://")) {
+        return Err(Error::Config(format!(
+            "{setting} must be an http(s) URL, got '{endpoint}'"
+        )));
+    }
+    Ok(endpoint.to_owned())
 }
 
 fn validate_account(account: &str) -> Result<()> {
@@ -418,6 +450,60 @@ mod tests {
         assert_eq!(
             config.table_endpoint,
             "http://127.0.0.1:10102/devstoreaccount1"
+        );
+    }
+
+    #[test]
+    fn blob_endpoints_are_given_derived_or_unknown() {
+        let blob = |text: &str| {
+            StorageConfig::from_connection_string(text)
+                .unwrap()
+                .blob_endpoint
+        };
+        assert_eq!(
+            blob("UseDevelopmentStorage=true").as_deref(),
+            Some("http://127.0.0.1:10000/devstoreaccount1")
+        );
+        assert_eq!(
+            blob("UseDevelopmentStorage=true;DevelopmentStorageProxyUri=http://10.0.0.5")
+                .as_deref(),
+            Some("http://10.0.0.5:10000/devstoreaccount1")
+        );
+        assert_eq!(
+            blob(&format!(
+                "AccountName=myacct;AccountKey={KEY};EndpointSuffix=core.chinacloudapi.cn"
+            ))
+            .as_deref(),
+            Some("https://myacct.blob.core.chinacloudapi.cn")
+        );
+        assert_eq!(
+            blob(&format!(
+                "AccountName=a;AccountKey={KEY};TableEndpoint=http://127.0.0.1:1/a;BlobEndpoint=http://127.0.0.1:2/a/"
+            ))
+            .as_deref(),
+            Some("http://127.0.0.1:2/a")
+        );
+        assert_eq!(
+            blob(&format!(
+                "AccountName=a;AccountKey={KEY};TableEndpoint=http://127.0.0.1:1/a"
+            )),
+            None
+        );
+        assert_eq!(
+            StorageConfig::account_key("myacct", KEY)
+                .unwrap()
+                .blob_endpoint
+                .as_deref(),
+            Some("https://myacct.blob.core.windows.net")
+        );
+        let err = StorageConfig::from_connection_string(&format!(
+            "AccountName=a;AccountKey={KEY};BlobEndpoint=https://a.blob.core.windows.net/?sig=secret"
+        ))
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("BlobEndpoint") && !err.contains("secret"),
+            "{err}"
         );
     }
 

@@ -1,10 +1,10 @@
-//! Installs and starts the Azurite table emulator, for tests, benchmarks and
-//! the demo.
+//! Installs and starts the Azurite emulator (its table and blob services),
+//! for tests, benchmarks and the demo.
 //!
 //! # Where it installs
 //!
-//! The recipe (`package.json`, `package-lock.json` and `table-server.js`
-//! from the repository's `azurite/` folder) is embedded in the binary, so a
+//! The recipe (`package.json`, `package-lock.json`, `service.js` and
+//! `table-server.js` from the repository's `azurite/` folder) is embedded in the binary, so a
 //! program built on one machine needs nothing from that machine's source
 //! tree. On first use it is written to a per-user cache folder and installed
 //! there with `npm ci`:
@@ -30,9 +30,10 @@
 //!
 //! # Its lifetime
 //!
-//! The emulator runs on a free loopback port, in memory, and exits when the
-//! [`Azurite`] value is dropped or the process that started it ends in any
-//! way (it watches its standard input, which only this process holds).
+//! Each service runs in a Node.js process of its own on a free loopback
+//! port, in memory, and exits when the [`Azurite`] value is dropped or the
+//! process that started it ends in any way (it watches its standard input,
+//! which only this process holds).
 
 use std::ffi::OsStr;
 use std::io::{BufRead, BufReader, Read};
@@ -52,16 +53,20 @@ use crate::{Error, Result, StorageConfig};
 pub const AZURITE_DIR_VARIABLE: &str = "DURABLE_STATUS_AZURITE_DIR";
 
 /// The install recipe, embedded at build time: (file name, contents).
-const RECIPE: [(&str, &str); 3] = [
+const RECIPE: [(&str, &str); 4] = [
     ("package.json", include_str!("../azurite/package.json")),
     (LOCK_FILE, PINNED_LOCK),
-    (SERVER_SCRIPT, include_str!("../azurite/table-server.js")),
+    (SERVER_SCRIPT, include_str!("../azurite/service.js")),
+    (
+        "table-server.js",
+        include_str!("../azurite/table-server.js"),
+    ),
 ];
 const LOCK_FILE: &str = "package-lock.json";
 /// The embedded `package-lock.json`: the pin, whose hash names the cache folder.
 const PINNED_LOCK: &str = include_str!("../azurite/package-lock.json");
-/// Runs Azurite's services in one Node.js process; flags choose them.
-const SERVER_SCRIPT: &str = "table-server.js";
+/// Runs one of Azurite's services in a Node.js process; a flag chooses it.
+const SERVER_SCRIPT: &str = "service.js";
 /// Written into `node_modules` once `npm ci` has succeeded: the hash of the
 /// `package-lock.json` it installed.
 const INSTALL_STAMP: &str = "node_modules/.durable-status-install";
@@ -70,18 +75,48 @@ const CACHE_SUBDIR: &str = "durable-status";
 /// What an install needs, said in every error about running node or npm.
 const NODE_REQUIREMENT: &str = "Node.js 20 or later and npm on PATH";
 
-const READY_LINE: &str = "successfully started";
 const START_TIMEOUT: Duration = Duration::from_secs(30);
 const INSTALL_TIMEOUT: Duration = Duration::from_secs(300);
 const PORT_ATTEMPTS: usize = 5;
 
-/// A running Azurite table service.
+/// A running Azurite: its table service and its blob service.
 #[derive(Debug)]
 pub struct Azurite {
+    table: Service,
+    blob: Service,
+}
+
+/// One of Azurite's services, in a process of its own.
+#[derive(Debug)]
+struct Service {
     child: Child,
-    // Held open for the emulator's lifetime: when it closes, the emulator exits.
+    // Held open for the service's lifetime: when it closes, the service exits.
     stdin: Option<ChildStdin>,
     port: u16,
+}
+
+/// Azurite's services this launcher runs: the name its script takes and the
+/// line it prints once it listens.
+#[derive(Debug, Clone, Copy)]
+enum ServiceKind {
+    Table,
+    Blob,
+}
+
+impl ServiceKind {
+    fn name(self) -> &'static str {
+        match self {
+            ServiceKind::Table => "table",
+            ServiceKind::Blob => "blob",
+        }
+    }
+
+    fn ready_line(self) -> &'static str {
+        match self {
+            ServiceKind::Table => "Table service successfully started",
+            ServiceKind::Blob => "Blob service successfully listens",
+        }
+    }
 }
 
 impl Azurite {
@@ -126,12 +161,74 @@ impl Azurite {
     fn prepare_and_start(dir: &Path, existing: Existing) -> Result<Self> {
         write_recipe(dir, existing)?;
         install_if_missing(dir)?;
+        Ok(Azurite {
+            table: Service::start(dir, ServiceKind::Table)?,
+            blob: Service::start(dir, ServiceKind::Blob)?,
+        })
+    }
+
+    /// The table service's process id.
+    pub fn pid(&self) -> u32 {
+        self.table.child.id()
+    }
+
+    /// The process ids of every service.
+    pub fn pids(&self) -> Vec<u32> {
+        vec![self.table.child.id(), self.blob.child.id()]
+    }
+
+    /// The port the table service listens on (127.0.0.1).
+    pub fn port(&self) -> u16 {
+        self.table.port
+    }
+
+    /// The port the blob service listens on (127.0.0.1).
+    pub fn blob_port(&self) -> u16 {
+        self.blob.port
+    }
+
+    /// The table endpoint, `http://127.0.0.1:PORT/devstoreaccount1`.
+    pub fn table_endpoint(&self) -> String {
+        self.config().table_endpoint
+    }
+
+    /// The blob endpoint, `http://127.0.0.1:PORT/devstoreaccount1`.
+    pub fn blob_endpoint(&self) -> String {
+        format!(
+            "http://127.0.0.1:{}/{}",
+            self.blob.port,
+            crate::config::EMULATOR_ACCOUNT
+        )
+    }
+
+    /// A configuration for the emulator's development account, both services.
+    pub fn config(&self) -> StorageConfig {
+        StorageConfig::emulator_at(&format!("http://127.0.0.1:{}", self.table.port))
+            .with_blob_endpoint(self.blob_endpoint())
+    }
+
+    /// A connection string for it, for tools that take one.
+    pub fn connection_string(&self) -> String {
+        format!(
+            "DefaultEndpointsProtocol=http;AccountName={account};AccountKey={key};\
+             TableEndpoint={table};BlobEndpoint={blob};",
+            account = crate::config::EMULATOR_ACCOUNT,
+            key = crate::config::EMULATOR_ACCOUNT_KEY,
+            table = self.table_endpoint(),
+            blob = self.blob_endpoint(),
+        )
+    }
+}
+
+impl Service {
+    /// Starts a service on a free port (another, should another process
+    /// take the port first).
+    fn start(dir: &Path, kind: ServiceKind) -> Result<Self> {
         let mut last_error = None;
         for _ in 0..PORT_ATTEMPTS {
             let port = free_port()?;
-            match Self::start_on(dir, port) {
-                Ok(azurite) => return Ok(azurite),
-                // Another process may have taken the port meanwhile: try another.
+            match Self::start_on(dir, kind, port) {
+                Ok(service) => return Ok(service),
                 Err(e) if e.to_string().contains("EADDRINUSE") => last_error = Some(e),
                 Err(e) => return Err(e),
             }
@@ -139,11 +236,12 @@ impl Azurite {
         Err(last_error.unwrap_or_else(|| Error::Emulator("no free port".into())))
     }
 
-    fn start_on(dir: &Path, port: u16) -> Result<Self> {
+    fn start_on(dir: &Path, kind: ServiceKind, port: u16) -> Result<Self> {
         let script = dir.join(SERVER_SCRIPT);
+        let ready_line = kind.ready_line();
         let mut child = Command::new("node")
             .arg(&script)
-            .args(server_args(port))
+            .args(server_args(kind, port))
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -163,7 +261,7 @@ impl Azurite {
         std::thread::spawn(move || {
             let mut ready_tx = Some(ready_tx);
             for line in BufReader::new(stdout).lines().map_while(|l| l.ok()) {
-                if line.contains(READY_LINE) {
+                if line.contains(ready_line) {
                     if let Some(tx) = ready_tx.take() {
                         let _ = tx.send(());
                     }
@@ -190,17 +288,17 @@ impl Azurite {
         });
 
         let deadline = Instant::now() + START_TIMEOUT;
-        let mut azurite = Azurite { child, stdin, port };
+        let mut service = Service { child, stdin, port };
         loop {
             match ready_rx.recv_timeout(Duration::from_millis(50)) {
-                Ok(()) => return Ok(azurite),
+                Ok(()) => return Ok(service),
                 Err(mpsc::RecvTimeoutError::Timeout) => {}
                 // Its stdout closed: it is exiting, and try_wait will say so.
                 Err(mpsc::RecvTimeoutError::Disconnected) => {
                     std::thread::sleep(Duration::from_millis(50))
                 }
             }
-            if let Some(status) = azurite
+            if let Some(status) = service
                 .child
                 .try_wait()
                 .map_err(|e| Error::Emulator(e.to_string()))?
@@ -209,52 +307,24 @@ impl Azurite {
                     .recv_timeout(Duration::from_secs(2))
                     .unwrap_or_default();
                 return Err(Error::Emulator(format!(
-                    "Azurite in {} exited ({status}) before it was ready on port {port}: {}",
+                    "Azurite's {} service in {} exited ({status}) before it was ready on port {port}: {}",
+                    kind.name(),
                     dir.display(),
                     stderr.trim()
                 )));
             }
             if Instant::now() > deadline {
                 return Err(Error::Emulator(format!(
-                    "Azurite in {} did not get ready on port {port} within {START_TIMEOUT:?}",
+                    "Azurite's {} service in {} did not get ready on port {port} within {START_TIMEOUT:?}",
+                    kind.name(),
                     dir.display()
                 )));
             }
         }
     }
-
-    /// The emulator's process id.
-    pub fn pid(&self) -> u32 {
-        self.child.id()
-    }
-
-    /// The port it listens on (127.0.0.1).
-    pub fn port(&self) -> u16 {
-        self.port
-    }
-
-    /// The table endpoint, `http://127.0.0.1:PORT/devstoreaccount1`.
-    pub fn table_endpoint(&self) -> String {
-        self.config().table_endpoint
-    }
-
-    /// A configuration for the emulator's development account.
-    pub fn config(&self) -> StorageConfig {
-        StorageConfig::emulator_at(&format!("http://127.0.0.1:{}", self.port))
-    }
-
-    /// A connection string for it, for tools that take one.
-    pub fn connection_string(&self) -> String {
-        format!(
-            "DefaultEndpointsProtocol=http;AccountName={account};AccountKey={key};TableEndpoint={endpoint};",
-            account = crate::config::EMULATOR_ACCOUNT,
-            key = crate::config::EMULATOR_ACCOUNT_KEY,
-            endpoint = self.table_endpoint(),
-        )
-    }
 }
 
-impl Drop for Azurite {
+impl Drop for Service {
     fn drop(&mut self) {
         drop(self.stdin.take());
         let _ = self.child.kill();
@@ -262,14 +332,16 @@ impl Drop for Azurite {
     }
 }
 
-/// The flags of the server script: which services, where, and that it exits
-/// with its standard input. (Another service would add its own flags here.)
-fn server_args(table_port: u16) -> Vec<String> {
+/// The flags of the server script: which service, where, and that it exits
+/// with its standard input.
+fn server_args(kind: ServiceKind, port: u16) -> Vec<String> {
     [
+        "--service",
+        kind.name(),
         "--host",
         "127.0.0.1",
         "--port",
-        &table_port.to_string(),
+        &port.to_string(),
         "--exit-with-stdin",
     ]
     .map(String::from)
@@ -660,7 +732,7 @@ mod tests {
     #[test]
     fn the_recipe_is_written_once_and_rewritten_when_changed() {
         let dir = scratch("recipe").join("new/folder");
-        let all = ["package.json", LOCK_FILE, SERVER_SCRIPT];
+        let all = ["package.json", LOCK_FILE, SERVER_SCRIPT, "table-server.js"];
         assert_eq!(write_recipe(&dir, Existing::Replace).unwrap(), all);
         for (name, contents) in RECIPE {
             assert_eq!(std::fs::read_to_string(dir.join(name)).unwrap(), contents);
@@ -694,7 +766,15 @@ mod tests {
             .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
             .collect();
         names.sort();
-        assert_eq!(names, ["package-lock.json", "package.json", SERVER_SCRIPT]);
+        assert_eq!(
+            names,
+            [
+                "package-lock.json",
+                "package.json",
+                SERVER_SCRIPT,
+                "table-server.js"
+            ]
+        );
         let _ = std::fs::remove_dir_all(dir.parent().unwrap().parent().unwrap());
     }
 

@@ -79,10 +79,16 @@ fn printed(output: &Output, key: &str) -> String {
 #[tokio::test]
 async fn the_emulator_serves_and_stops_when_dropped() {
     let azurite = Azurite::start().expect("Azurite starts");
-    let pid = azurite.pid();
+    let pids = azurite.pids();
+    assert_eq!(pids.len(), 2, "a table and a blob service");
     // It installed where it says.
     let dir = Azurite::install_dir().expect("a folder to install in");
-    for file in ["package.json", "package-lock.json", "table-server.js"] {
+    for file in [
+        "package.json",
+        "package-lock.json",
+        "service.js",
+        "table-server.js",
+    ] {
         assert!(dir.join(file).is_file(), "{} holds {file}", dir.display());
     }
     assert!(dir.join("node_modules/azurite").is_dir());
@@ -91,20 +97,34 @@ async fn the_emulator_serves_and_stops_when_dropped() {
         .unwrap();
     store.create(NewInstance::new("one", "Orch")).await.unwrap();
     assert!(store.get("one").await.unwrap().is_some());
-    assert!(process_exists(pid));
+    // The blob service answers at its endpoint (an unsigned request: 403).
+    let blob = reqwest::get(format!("{}?comp=list", azurite.blob_endpoint()))
+        .await
+        .expect("the blob service answers");
+    assert_eq!(blob.status(), 403, "{:?}", blob.headers());
+    assert!(azurite
+        .connection_string()
+        .contains("BlobEndpoint=http://127.0.0.1:"));
+    for pid in &pids {
+        assert!(process_exists(*pid));
+    }
     drop(azurite);
-    assert!(wait_gone(pid), "Azurite (pid {pid}) outlived its handle");
+    for pid in pids {
+        assert!(wait_gone(pid), "Azurite (pid {pid}) outlived its handle");
+    }
 }
 
 #[test]
 fn the_emulator_exits_when_its_parent_dies() {
     let output = run_helper("start_emulator_then_abort", "abort", |_| {});
     assert!(!output.status.success(), "the child process aborts");
-    let pid: u32 = printed(&output, "AZURITE_PID").parse().unwrap();
-    assert!(
-        wait_gone(pid),
-        "Azurite (pid {pid}) outlived the process that started it"
-    );
+    for pid in printed(&output, "AZURITE_PIDS").split(',') {
+        let pid: u32 = pid.parse().unwrap();
+        assert!(
+            wait_gone(pid),
+            "Azurite (pid {pid}) outlived the process that started it"
+        );
+    }
 }
 
 /// Run by `the_emulator_exits_when_its_parent_dies` in a child process: starts
@@ -118,7 +138,8 @@ fn start_emulator_then_abort() {
         "run only as a child process"
     );
     let azurite = Azurite::start().expect("Azurite starts");
-    println!("AZURITE_PID={}", azurite.pid());
+    let pids: Vec<String> = azurite.pids().iter().map(u32::to_string).collect();
+    println!("AZURITE_PIDS={}", pids.join(","));
     std::process::abort();
 }
 
@@ -224,7 +245,12 @@ fn a_folder_where_npm_cannot_run_is_a_clear_error() {
             && err.contains("PATH"),
         "{err}"
     );
-    for file in ["package.json", "package-lock.json", "table-server.js"] {
+    for file in [
+        "package.json",
+        "package-lock.json",
+        "service.js",
+        "table-server.js",
+    ] {
         assert!(dir.join(file).is_file(), "{file} was written");
     }
     let _ = std::fs::remove_dir_all(root);
