@@ -61,6 +61,32 @@ impl fmt::Debug for TableClient {
     }
 }
 
+/// The credentials that sign every request of `config`'s account, table
+/// and blob alike.
+pub(crate) fn storage_credentials(config: &StorageConfig) -> Result<StorageCredentials> {
+    Ok(match &config.credentials {
+        Credentials::AccountKey { account, key } => StorageCredentials::access_key(
+            account.clone(),
+            azure_core::auth::Secret::new(key.expose().to_owned()),
+        ),
+        Credentials::SharedAccessSignature(sas) => StorageCredentials::sas_token(sas.expose())
+            .map_err(|_| {
+                Error::Config("the shared access signature is not a valid query string".into())
+            })?,
+    })
+}
+
+/// The HTTP client of every request to the account: pooled connections,
+/// the options' timeouts.
+pub(crate) fn http_client(options: &StoreOptions) -> Result<reqwest::Client> {
+    reqwest::Client::builder()
+        .pool_idle_timeout(POOL_IDLE_TIMEOUT)
+        .timeout(options.request_timeout)
+        .connect_timeout(options.request_timeout.min(Duration::from_secs(10)))
+        .build()
+        .map_err(|e| Error::Config(format!("cannot build the HTTP client: {e}")))
+}
+
 /// What became of a write, and whether an earlier attempt of it may have
 /// been applied although its answer was lost (a broken connection, a
 /// timeout, a server error midway). The caller decides what a 409 or 412
@@ -77,22 +103,8 @@ impl TableClient {
         table_name: &str,
         options: &StoreOptions,
     ) -> Result<Self> {
-        let credentials = match &config.credentials {
-            Credentials::AccountKey { account, key } => StorageCredentials::access_key(
-                account.clone(),
-                azure_core::auth::Secret::new(key.expose().to_owned()),
-            ),
-            Credentials::SharedAccessSignature(sas) => StorageCredentials::sas_token(sas.expose())
-                .map_err(|_| {
-                    Error::Config("the shared access signature is not a valid query string".into())
-                })?,
-        };
-        let http = reqwest::Client::builder()
-            .pool_idle_timeout(POOL_IDLE_TIMEOUT)
-            .timeout(options.request_timeout)
-            .connect_timeout(options.request_timeout.min(Duration::from_secs(10)))
-            .build()
-            .map_err(|e| Error::Config(format!("cannot build the HTTP client: {e}")))?;
+        let credentials = storage_credentials(config)?;
+        let http = http_client(options)?;
         let location = CloudLocation::Custom {
             account: config.account.clone(),
             uri: config.table_endpoint.clone(),
