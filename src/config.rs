@@ -315,7 +315,14 @@ pub struct StoreOptions {
     /// no particular order, or a purge by filter scans the key space in
     /// parallel ranges. 1 reads one page after another. Default 16.
     pub scan_concurrency: usize,
+    /// The largest input or output written, in bytes of UTF-16: a payload
+    /// over 60 KiB goes to a gzip blob, as Durable Functions does, up to this
+    /// size; reads of blobs stop at it too. Default 16 MiB.
+    pub large_payload_limit: usize,
 }
+
+/// The default of [`StoreOptions::large_payload_limit`].
+pub const DEFAULT_LARGE_PAYLOAD_LIMIT: usize = 16 * 1024 * 1024;
 
 /// The default of [`StoreOptions::scan_concurrency`].
 pub const DEFAULT_SCAN_CONCURRENCY: usize = 16;
@@ -330,6 +337,7 @@ impl Default for StoreOptions {
             request_timeout: Duration::from_secs(30),
             conflict_retries: 200,
             scan_concurrency: DEFAULT_SCAN_CONCURRENCY,
+            large_payload_limit: DEFAULT_LARGE_PAYLOAD_LIMIT,
         }
     }
 }
@@ -366,9 +374,27 @@ impl StoreOptions {
         self
     }
 
+    /// Sets the largest input or output written to (or read from) a blob,
+    /// in bytes of UTF-16 (at least 61,440: what a column keeps).
+    pub fn large_payload_limit(mut self, bytes: usize) -> Self {
+        self.large_payload_limit = bytes;
+        self
+    }
+
     /// Checks the options; a limit above Table Storage's is refused, and so
-    /// is a scan concurrency outside 1 to 64.
+    /// is a scan concurrency outside 1 to 64, and a large payload limit
+    /// under what a column keeps.
     pub fn validate(&self) -> Result<()> {
+        if self.large_payload_limit < crate::format::large::COLUMN_LIMIT_BYTES {
+            return Err(Error::invalid(
+                "large payload limit",
+                format!(
+                    "{} bytes is under {} (what a column keeps without a blob)",
+                    self.large_payload_limit,
+                    crate::format::large::COLUMN_LIMIT_BYTES
+                ),
+            ));
+        }
         if !(1..=MAX_SCAN_CONCURRENCY).contains(&self.scan_concurrency) {
             return Err(Error::invalid(
                 "scan concurrency",

@@ -118,6 +118,20 @@ pub enum Error {
         reason: String,
     },
 
+    /// A payload kept in a blob (too large for its column) could not be
+    /// read: the blob is missing, or not the gzip JSON text it should be.
+    #[error("instance '{instance_id}': its {column} is kept in blob '{blob}', which {reason}")]
+    LargePayload {
+        /// The instance whose payload it is.
+        instance_id: String,
+        /// The column that refers to the blob (`Input`, `Output`).
+        column: &'static str,
+        /// The blob's name in the task hub's large-message container.
+        blob: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+
     /// The storage service answered with an error.
     #[error("storage request failed with HTTP {status}{}: {message}", code_suffix(.code))]
     Storage {

@@ -29,6 +29,6 @@ pub use model::{
 pub use store::{
     Created, CustomStatusUpdate, InstancePage, InstanceQuery, InstanceStore, NewInstance,
     PurgeFilter, PurgeProgress, ReadOptions, StatusCounts, DEFAULT_PAGE_SIZE,
-    DEFAULT_PURGE_CONCURRENCY, GET_MANY_CONCURRENCY, MAX_PAGE_SIZE, MAX_PURGE_CONCURRENCY,
-    MIN_POLL_INTERVAL,
+    DEFAULT_PURGE_CONCURRENCY, GET_MANY_CONCURRENCY, LARGE_PAYLOAD_CONCURRENCY, MAX_PAGE_SIZE,
+    MAX_PURGE_CONCURRENCY, MIN_POLL_INTERVAL,
 };

@@ -592,26 +592,31 @@ async fn bad_input_is_refused_before_any_request() -> Result<()> {
         Err(Error::TooLarge { .. })
     ));
 
-    let big_input = JsonText::from_value(&"i".repeat(32_767))?; // 32,769 units with quotes
-    let err = store
+    // Payloads over 60 KiB go to blobs, up to the store's limit.
+    let limited = common::store_with(StoreOptions::default().large_payload_limit(100_000)).await;
+    let big_input = JsonText::from_value(&"i".repeat(50_000))?; // 50,002 units with quotes
+    let err = limited
         .create(NewInstance::new("big", "Orch").input(big_input))
         .await
         .unwrap_err();
     assert_eq!(
         err.to_string(),
-        "input is too large: 32769 UTF-16 code units, the limit is 32768 UTF-16 code units"
+        "input is too large: 100004 bytes of UTF-16, the limit is 100000 bytes of UTF-16"
     );
-    assert!(store.get("big").await?.is_none(), "nothing was written");
+    assert!(limited.get("big").await?.is_none(), "nothing was written");
 
-    created(&store, "small").await?;
-    let big_output = JsonText::from_value(&"o".repeat(40_000))?;
-    let err = store.complete("small", Some(big_output)).await.unwrap_err();
+    created(&limited, "small").await?;
+    let big_output = JsonText::from_value(&"o".repeat(60_000))?;
+    let err = limited
+        .complete("small", Some(big_output))
+        .await
+        .unwrap_err();
     assert!(
-        err.to_string().starts_with("output is too large: 40002"),
+        err.to_string().starts_with("output is too large: 120004"),
         "{err}"
     );
     assert_eq!(
-        store.get("small").await?.unwrap().runtime_status,
+        limited.get("small").await?.unwrap().runtime_status,
         RuntimeStatus::Pending
     );
 

@@ -13,6 +13,9 @@ pub(crate) const VERSION: &str = "Version";
 pub(crate) const EXECUTION_ID: &str = "ExecutionId";
 pub(crate) const INPUT: &str = "Input";
 pub(crate) const OUTPUT: &str = "Output";
+/// The relative name of the blob that holds the input of a new instance
+/// whose Input column the provider left empty.
+pub(crate) const INPUT_BLOB_NAME: &str = "InputBlobName";
 pub(crate) const CUSTOM_STATUS: &str = "CustomStatus";
 pub(crate) const RUNTIME_STATUS: &str = "RuntimeStatus";
 pub(crate) const CREATED_TIME: &str = "CreatedTime";

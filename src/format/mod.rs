@@ -8,6 +8,7 @@
 //! - [`limits`]: Table Storage's and Durable Functions' limits, checked before sending.
 //! - [`time`]: DateTime text as the table holds it and as the HTTP API shows it.
 //! - `json`: the compact form in which JSON is measured and stored.
+//! - [`large`]: payloads too large for a column, kept in blobs as the provider keeps them.
 //! - [`status_object`]: the status object of the Durable Functions HTTP API.
 
 pub(crate) mod columns;
@@ -15,6 +16,7 @@ pub(crate) mod entity;
 pub(crate) mod filter;
 pub(crate) mod json;
 pub mod keys;
+pub mod large;
 pub mod limits;
 pub mod status_object;
 pub mod time;

@@ -80,10 +80,7 @@ async fn get_instance(
     params.bool("showHistoryOutput", false)?;
     let error_on_failure = params.bool("returnInternalServerErrorOnFailure", false)?;
     let store = api.store_for(params.get("taskHub"))?;
-    let read = ReadOptions {
-        include_input: show_input,
-        include_output: true,
-    };
+    let read = ReadOptions::default().include_input(show_input);
     let Some(status) = store.get_with(&id, read).await? else {
         return Err(ApiError::new(
             StatusCode::NOT_FOUND,
@@ -222,10 +219,7 @@ async fn get_many_instances(
         ));
     }
     let store = api.store_for(params.get("taskHub"))?;
-    let read = ReadOptions {
-        include_input: show_input,
-        include_output: true,
-    };
+    let read = ReadOptions::default().include_input(show_input);
     let found = store.get_many(&ids, read).await.map_err(|e| match e {
         crate::Error::Invalid { reason, .. } => ApiError::bad_parameter("body", reason),
         other => other.into(),

@@ -9,7 +9,6 @@ use crate::error::{Error, Result};
 use crate::format::columns::{INSTANCE_ROW_KEY, RUNTIME_STATUS};
 use crate::format::entity::{new_instance_entity, NewRow};
 use crate::format::keys::partition_key;
-use crate::format::limits::check_string;
 use crate::model::{ETag, JsonText, RuntimeStatus, Tags, WriteCondition};
 
 /// A new instance to create.
@@ -116,16 +115,13 @@ impl InstanceStore {
                 format!("a new instance is Pending or Running, not {}", new.status),
             ));
         }
-        if let Some(input) = &new.input {
-            check_string("input", input.as_str())?;
-        }
         let execution_id = new.execution_id.clone().unwrap_or_else(new_execution_id);
         // Table Storage keeps 100 ns: what is read back is this exact time.
         let now = OffsetDateTime::now_utc();
         let created_time = now
             .replace_nanosecond(now.nanosecond() / 100 * 100)
             .expect("nanosecond in range");
-        let entity = new_instance_entity(&NewRow {
+        let mut entity = new_instance_entity(&NewRow {
             partition_key: &pk,
             task_hub: &self.task_hub,
             name: &new.name,
@@ -137,6 +133,8 @@ impl InstanceStore {
             scheduled_start_time: new.scheduled_start_time,
             now: created_time,
         });
+        // An input over 60 KiB goes to its blob first; the row holds its URL.
+        self.offload_large_payloads(&pk, &mut entity).await?;
         let mark = Mark::Created {
             execution_id: &execution_id,
             created_time,

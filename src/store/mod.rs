@@ -10,6 +10,7 @@
 
 mod conflict;
 mod create;
+mod large;
 mod purge;
 mod query;
 mod read;
@@ -18,6 +19,7 @@ mod wait;
 mod write;
 
 pub use create::{Created, NewInstance};
+pub use large::LARGE_PAYLOAD_CONCURRENCY;
 pub use purge::{PurgeFilter, PurgeProgress, DEFAULT_PURGE_CONCURRENCY, MAX_PURGE_CONCURRENCY};
 pub use query::{InstancePage, InstanceQuery, StatusCounts, DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE};
 pub use read::{ReadOptions, GET_MANY_CONCURRENCY};
@@ -26,7 +28,8 @@ pub use wait::{CustomStatusUpdate, MIN_POLL_INTERVAL};
 use crate::config::{StorageConfig, StoreOptions};
 use crate::error::Result;
 use crate::format::keys;
-use crate::table::TableClient;
+use crate::format::large::container_name;
+use crate::table::{BlobContainer, TableClient};
 
 /// The status records of one task hub, in its `{TaskHub}Instances` table.
 ///
@@ -36,6 +39,10 @@ pub struct InstanceStore {
     client: TableClient,
     task_hub: String,
     options: StoreOptions,
+    /// The task hub's large-message container, when the blob endpoint is
+    /// known (and the hub's name short enough for a container).
+    blobs: Option<BlobContainer>,
+    blob_endpoint: Option<String>,
 }
 
 impl InstanceStore {
@@ -65,10 +72,13 @@ impl InstanceStore {
         keys::validate_task_hub(task_hub)?;
         options.validate()?;
         let client = TableClient::new(config, &keys::instances_table(task_hub), &options)?;
+        let blob_endpoint = config.blob_endpoint.clone();
         Ok(InstanceStore {
+            blobs: large_messages(&client, blob_endpoint.as_deref(), task_hub),
             client,
             task_hub: task_hub.to_owned(),
             options,
+            blob_endpoint,
         })
     }
 
@@ -77,10 +87,13 @@ impl InstanceStore {
     /// created.
     pub fn task_hub_store(&self, task_hub: &str) -> Result<Self> {
         keys::validate_task_hub(task_hub)?;
+        let client = self.client.sibling(&keys::instances_table(task_hub));
         Ok(InstanceStore {
-            client: self.client.sibling(&keys::instances_table(task_hub)),
+            blobs: large_messages(&client, self.blob_endpoint.as_deref(), task_hub),
+            client,
             task_hub: task_hub.to_owned(),
             options: self.options.clone(),
+            blob_endpoint: self.blob_endpoint.clone(),
         })
     }
 
@@ -93,4 +106,16 @@ impl InstanceStore {
     pub fn options(&self) -> &StoreOptions {
         &self.options
     }
+}
+
+/// The large-message container of `task_hub` at `endpoint`; none without an
+/// endpoint, or for a hub whose name is too long for a container (its
+/// payloads over 60 KiB are then refused, as without blobs).
+fn large_messages(
+    client: &TableClient,
+    endpoint: Option<&str>,
+    task_hub: &str,
+) -> Option<BlobContainer> {
+    let name = container_name(task_hub).ok()?;
+    Some(client.blob_container(endpoint?, &name))
 }

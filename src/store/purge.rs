@@ -462,6 +462,10 @@ impl InstanceStore {
                 (_, Ok(HistoryPurged::Changed)) => return Err(Error::conflict(instance_id)),
                 (_, Err(e)) => return Err(e),
             }
+            let etag = run.as_ref().map(|run| &run.etag);
+            if !self.purge_large_payloads(&pk, etag).await? {
+                return Err(Error::conflict(instance_id));
+            }
             match run {
                 Some(run) => {
                     self.delete_row(instance_id, &pk, &WriteCondition::IfMatch(run.etag))
@@ -532,6 +536,12 @@ impl InstanceStore {
                 .history_table_exists()
                 .await
                 .map_err(|e| interrupted(done, e))?;
+        // And one whether there is a large-message container: a hub without
+        // one costs no blob request per instance.
+        let with_blobs = self
+            .large_messages_exist()
+            .await
+            .map_err(|e| interrupted(done, e))?;
 
         let mut rows = std::pin::pin!(self.purge_candidates(query));
         let mut in_flight: FuturesUnordered<tokio::task::JoinHandle<Deletion>> =
@@ -579,7 +589,9 @@ impl InstanceStore {
                             // instance's purge between two of its requests.
                             let store = self.clone();
                             in_flight.push(tokio::spawn(async move {
-                                store.delete_at_version(partition_key, run, with_history).await
+                                store
+                                    .delete_at_version(partition_key, run, with_history, with_blobs)
+                                    .await
                             }));
                         } else {
                             done.skipped += 1;
@@ -607,6 +619,7 @@ impl InstanceStore {
         partition_key: String,
         run: ReadRun,
         with_history: bool,
+        with_blobs: bool,
     ) -> Deletion {
         let instance_id = unescape_key(&partition_key);
         let (history_rows, history) = if with_history {
@@ -618,6 +631,25 @@ impl InstanceStore {
             Ok(HistoryPurged::Done) => {}
             // Changed since it was read: nothing more of it.
             Ok(HistoryPurged::Changed) => return Deletion::Skipped { history_rows },
+            Err(error) => {
+                return Deletion::Failed {
+                    history_rows,
+                    error,
+                }
+            }
+        }
+        // Its large payloads next, still before the row: a purge stopped
+        // here leaves the row, and a re-run finds the rest.
+        let blobs = match with_blobs {
+            true => {
+                self.purge_large_payloads(&partition_key, Some(&run.etag))
+                    .await
+            }
+            false => Ok(true),
+        };
+        match blobs {
+            Ok(true) => {}
+            Ok(false) => return Deletion::Skipped { history_rows },
             Err(error) => {
                 return Deletion::Failed {
                     history_rows,
@@ -648,6 +680,22 @@ impl InstanceStore {
                 error,
             },
         }
+    }
+
+    /// Deletes the instance's large-message blobs, if any, while its row is
+    /// still at `etag` (a look at the row first; without an ETag, the id's
+    /// blobs whatever the row). `false` when the row changed: nothing was
+    /// deleted. No blobs, no look.
+    async fn purge_large_payloads(&self, pk: &str, etag: Option<&ETag>) -> Result<bool> {
+        let names = self.large_payload_blobs(pk).await?;
+        if names.is_empty() {
+            return Ok(true);
+        }
+        if etag.is_some() && !self.row_is_at(pk, etag).await? {
+            return Ok(false);
+        }
+        self.delete_blobs(&names).await?;
+        Ok(true)
     }
 
     fn history(&self) -> TableClient {

@@ -24,7 +24,7 @@ use crate::format::keys::{partition_key_of, unescape_key};
 use crate::format::limits::utf16_units;
 use crate::format::time::{format_time, to_utc};
 use crate::model::{preview, ETag, InstanceStatus, RuntimeStatus};
-use crate::table::{Continuation, Page, PageRequest, ResponseFormat};
+use crate::table::{Continuation, PageRequest, ResponseFormat};
 
 /// The page size of a query unless set: the HTTP API's default `top`.
 pub const DEFAULT_PAGE_SIZE: u32 = 100;
@@ -361,9 +361,10 @@ impl InstanceStore {
                 resume.as_ref(),
             )
             .await?;
+        let continuation_token = page.continuation.as_ref().map(encode_token);
         Ok(InstancePage {
-            continuation_token: page.continuation.as_ref().map(encode_token),
-            instances: decode_page(query, page)?,
+            instances: self.decode_rows(query, page.rows).await?,
+            continuation_token,
         })
     }
 
@@ -374,12 +375,16 @@ impl InstanceStore {
             return futures::stream::once(async { Err(e) }).boxed();
         }
         let query = query.clone();
+        let store = self.clone();
         self.client
             .pages(
                 query.request(query.read.select(), query.stream_page_size()),
                 None,
             )
-            .map(move |page| page.and_then(|page| decode_page(&query, page)))
+            .and_then(move |page| {
+                let (store, query) = (store.clone(), query.clone());
+                async move { store.decode_rows(&query, page.rows).await }
+            })
             .map_ok(|instances| futures::stream::iter(instances.into_iter().map(Ok)))
             .try_flatten()
             .boxed()
@@ -405,15 +410,11 @@ impl InstanceStore {
             page_size: query.stream_page_size(),
             format: ResponseFormat::MinimalMetadata,
         };
+        let (store, query) = (self.clone(), query.clone());
         scan(self.client.clone(), request, self.options.scan_concurrency)
-            .map(|rows| {
-                rows.and_then(|rows| {
-                    rows.into_iter()
-                        .map(|(row, etag)| {
-                            decode_instance(&row, etag.unwrap_or_else(|| ETag::new("")))
-                        })
-                        .collect::<Result<Vec<_>>>()
-                })
+            .and_then(move |rows| {
+                let (store, query) = (store.clone(), query.clone());
+                async move { store.decode_rows(&query, rows).await }
             })
             .map_ok(|instances| futures::stream::iter(instances.into_iter().map(Ok)))
             .try_flatten()
@@ -443,13 +444,25 @@ impl InstanceStore {
     }
 }
 
-/// The instances of a page that the query keeps, decoded.
-fn decode_page(query: &InstanceQuery, page: Page) -> Result<Vec<InstanceStatus>> {
-    page.rows
-        .into_iter()
-        .filter(|(row, _)| query.keeps_row(row))
-        .map(|(row, etag)| decode_instance(&row, etag.unwrap_or_else(|| ETag::new(""))))
-        .collect()
+impl InstanceStore {
+    /// The instances of a page's rows that the query keeps, their payloads
+    /// kept in blobs fetched unless the query says not to.
+    async fn decode_rows(
+        &self,
+        query: &InstanceQuery,
+        rows: Vec<(Entity, Option<ETag>)>,
+    ) -> Result<Vec<InstanceStatus>> {
+        let mut rows: Vec<_> = rows
+            .into_iter()
+            .filter(|(row, _)| query.keeps_row(row))
+            .collect();
+        if query.read.fetch_large_payloads {
+            rows = self.fetch_large_payloads_of(rows).await?;
+        }
+        rows.into_iter()
+            .map(|(row, etag)| decode_instance(&row, etag.unwrap_or_else(|| ETag::new(""))))
+            .collect()
+    }
 }
 
 #[cfg(test)]

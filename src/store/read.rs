@@ -23,6 +23,10 @@ pub struct ReadOptions {
     pub include_input: bool,
     /// Read the Output column.
     pub include_output: bool,
+    /// Read a payload kept in a blob (too large for its column): `true`
+    /// returns the payload, `false` the reference stored in the column (the
+    /// blob's URL), for a caller that does not want megabytes.
+    pub fetch_large_payloads: bool,
 }
 
 impl Default for ReadOptions {
@@ -30,6 +34,7 @@ impl Default for ReadOptions {
         ReadOptions {
             include_input: true,
             include_output: true,
+            fetch_large_payloads: true,
         }
     }
 }
@@ -40,6 +45,7 @@ impl ReadOptions {
         ReadOptions {
             include_input: false,
             include_output: false,
+            ..ReadOptions::default()
         }
     }
 
@@ -55,6 +61,13 @@ impl ReadOptions {
         self
     }
 
+    /// Whether to return payloads kept in blobs (default) or the blob URL
+    /// the column holds.
+    pub fn fetch_large_payloads(mut self, fetch: bool) -> Self {
+        self.fetch_large_payloads = fetch;
+        self
+    }
+
     /// The `$select` of these options; `None` for every column.
     pub(crate) fn select(&self) -> Option<Vec<&'static str>> {
         if self.include_input && self.include_output {
@@ -63,6 +76,7 @@ impl ReadOptions {
         let mut columns = columns::COLUMNS_WITHOUT_PAYLOADS.to_vec();
         if self.include_input {
             columns.push(columns::INPUT);
+            columns.push(columns::INPUT_BLOB_NAME);
         }
         if self.include_output {
             columns.push(columns::OUTPUT);
@@ -85,7 +99,14 @@ impl InstanceStore {
         options: ReadOptions,
     ) -> Result<Option<InstanceStatus>> {
         let pk = partition_key(instance_id)?;
-        match self.read(&pk, options.select().as_deref()).await {
+        match self
+            .read_with(
+                &pk,
+                options.select().as_deref(),
+                options.fetch_large_payloads,
+            )
+            .await
+        {
             Err(Error::TableNotFound { .. }) => Ok(None),
             other => other,
         }
@@ -144,7 +165,10 @@ impl InstanceStore {
             .map(|pk| {
                 let select = select.as_deref();
                 async move {
-                    match self.read(&pk, select).await {
+                    match self
+                        .read_with(&pk, select, options.fetch_large_payloads)
+                        .await
+                    {
                         Err(Error::TableNotFound { .. }) => Ok(None),
                         other => other,
                     }
@@ -164,13 +188,29 @@ impl InstanceStore {
         pk: &str,
         columns: Option<&[&'static str]>,
     ) -> Result<Option<InstanceStatus>> {
+        self.read_with(pk, columns, true).await
+    }
+
+    /// [`InstanceStore::read`], returning the blob references of payloads
+    /// kept in blobs as stored unless `fetch_large_payloads`.
+    async fn read_with(
+        &self,
+        pk: &str,
+        columns: Option<&[&'static str]>,
+        fetch_large_payloads: bool,
+    ) -> Result<Option<InstanceStatus>> {
         let select = columns.map(with_partition_key);
         match self
             .client
             .get(pk, INSTANCE_ROW_KEY, select.as_deref())
             .await?
         {
-            Some((row, etag)) => decode_instance(&row, etag).map(Some),
+            Some((mut row, etag)) => {
+                if fetch_large_payloads {
+                    self.fetch_large_payloads(&mut row).await?;
+                }
+                decode_instance(&row, etag).map(Some)
+            }
             None => Ok(None),
         }
     }

@@ -7,7 +7,9 @@ use super::conflict::Mark;
 use super::create::new_execution_id;
 use super::InstanceStore;
 use crate::error::{Error, Result};
-use crate::format::columns::{Entity, CUSTOM_STATUS, GENERATION, INSTANCE_ROW_KEY, RUNTIME_STATUS};
+use crate::format::columns::{
+    Entity, CUSTOM_STATUS, GENERATION, INPUT, INSTANCE_ROW_KEY, OUTPUT, RUNTIME_STATUS,
+};
 use crate::format::entity::{
     custom_status_merge, sent_last_updated_time, state_change_merge, NewExecution, StateChange,
 };
@@ -78,6 +80,8 @@ impl InstanceStore {
     pub async fn change_state(&self, instance_id: &str, change: &StateChange) -> Result<ETag> {
         let pk = partition_key(instance_id)?;
         change.validate()?;
+        // Large payloads go to their blobs once, whatever the retries.
+        let payloads = self.offloaded_payloads(&pk, change).await?;
         let execution_id = new_execution_id();
         let columns: &[&'static str] = match change {
             StateChange::ContinueAsNew { .. } => &[RUNTIME_STATUS, GENERATION],
@@ -105,7 +109,9 @@ impl InstanceStore {
                 execution_id: &execution_id,
                 generation,
             };
-            let entity = state_change_merge(change, Some(&execution), OffsetDateTime::now_utc());
+            let mut entity =
+                state_change_merge(change, Some(&execution), OffsetDateTime::now_utc());
+            entity.extend(payloads.clone());
             let condition = WriteCondition::IfMatch(current.etag);
             self.merge_row(instance_id, &pk, &entity, &condition).await
         })
@@ -161,8 +167,21 @@ impl InstanceStore {
             }),
             _ => None,
         };
-        let entity = state_change_merge(change, execution.as_ref(), OffsetDateTime::now_utc());
+        let mut entity = state_change_merge(change, execution.as_ref(), OffsetDateTime::now_utc());
+        self.offload_large_payloads(&pk, &mut entity).await?;
         self.merge_row(instance_id, &pk, &entity, &condition).await
+    }
+
+    /// The payload columns of a change's merge, each over 60 KiB moved to
+    /// its blob (the column then holds the blob's URL).
+    async fn offloaded_payloads(&self, pk: &str, change: &StateChange) -> Result<Entity> {
+        let merge = state_change_merge(change, None, OffsetDateTime::now_utc());
+        let mut payloads: Entity = merge
+            .into_iter()
+            .filter(|(column, _)| column == INPUT || column == OUTPUT)
+            .collect();
+        self.offload_large_payloads(pk, &mut payloads).await?;
+        Ok(payloads)
     }
 
     /// Pending to Running, unless terminal.

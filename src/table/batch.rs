@@ -168,8 +168,8 @@ mod tests {
             azure_core::auth::Secret::new("a2V5"),
         );
         let transport: Arc<dyn HttpClient> = recorder.clone();
-        let service = TableServiceClientBuilder::with_location(location, credentials)
-            .transport(TransportOptions::new(transport))
+        let service = TableServiceClientBuilder::with_location(location, credentials.clone())
+            .transport(TransportOptions::new(transport.clone()))
             .retry(RetryOptions::none())
             .build();
         let client = TableClient {
@@ -177,6 +177,9 @@ mod tests {
             service,
             endpoint: "http://127.0.0.1:9/devstoreaccount1".into(),
             retry_budget: Duration::ZERO,
+            account: "devstoreaccount1".into(),
+            credentials,
+            http: transport,
         };
         (client, recorder)
     }

@@ -10,10 +10,12 @@
 //! write it sent again may have been applied already (see [`Written`]).
 
 mod batch;
+mod blobs;
 mod errors;
 mod metadata;
 mod pager;
 
+pub(crate) use blobs::BlobContainer;
 pub(crate) use metadata::ResponseFormat;
 pub(crate) use pager::{Continuation, Page, PageRequest};
 
@@ -50,6 +52,10 @@ pub(crate) struct TableClient {
     table: azure_data_tables::prelude::TableClient,
     endpoint: Arc<str>,
     retry_budget: Duration,
+    /// What a blob container of the same account is built from.
+    account: Arc<str>,
+    credentials: StorageCredentials,
+    http: Arc<dyn azure_core::HttpClient>,
 }
 
 impl fmt::Debug for TableClient {
@@ -104,7 +110,7 @@ impl TableClient {
         options: &StoreOptions,
     ) -> Result<Self> {
         let credentials = storage_credentials(config)?;
-        let http = http_client(options)?;
+        let http: Arc<dyn azure_core::HttpClient> = Arc::new(http_client(options)?);
         let location = CloudLocation::Custom {
             account: config.account.clone(),
             uri: config.table_endpoint.clone(),
@@ -116,9 +122,9 @@ impl TableClient {
             .per_call_policies(vec![Arc::new(metadata::MinimalMetadata) as Arc<_>]);
         // Retries are ours (see `send`): the crate's policy cannot tell a
         // write that may have been applied from one that was not.
-        let service = TableServiceClientBuilder::with_location(location, credentials)
+        let service = TableServiceClientBuilder::with_location(location, credentials.clone())
             .client_options(client_options)
-            .transport(TransportOptions::new(Arc::new(http)))
+            .transport(TransportOptions::new(http.clone()))
             .retry(RetryOptions::none())
             .build();
         Ok(TableClient {
@@ -126,6 +132,9 @@ impl TableClient {
             service,
             endpoint: config.table_endpoint.as_str().into(),
             retry_budget: options.retry_budget,
+            account: config.account.as_str().into(),
+            credentials,
+            http,
         })
     }
 
@@ -137,6 +146,9 @@ impl TableClient {
             service: self.service.clone(),
             endpoint: Arc::clone(&self.endpoint),
             retry_budget: self.retry_budget,
+            account: Arc::clone(&self.account),
+            credentials: self.credentials.clone(),
+            http: Arc::clone(&self.http),
         }
     }
 

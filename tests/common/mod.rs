@@ -209,9 +209,14 @@ pub fn connection_string() -> String {
 pub fn connection_string_for(config: &StorageConfig) -> String {
     match &config.credentials {
         durable_status::Credentials::AccountKey { account, key } => format!(
-            "DefaultEndpointsProtocol=http;AccountName={account};AccountKey={};TableEndpoint={};",
+            "DefaultEndpointsProtocol=http;AccountName={account};AccountKey={};TableEndpoint={};{}",
             key.expose(),
-            config.table_endpoint
+            config.table_endpoint,
+            config
+                .blob_endpoint
+                .as_ref()
+                .map(|blob| format!("BlobEndpoint={blob};"))
+                .unwrap_or_default()
         ),
         _ => panic!("a connection string is built for account-key endpoints only"),
     }
@@ -329,4 +334,31 @@ fn percent_encoded(text: &str) -> String {
             other => format!("%{other:02X}"),
         })
         .collect()
+}
+
+/// The task hub's large-message container as another tool (the Durable
+/// Task provider) reaches it, on the account under test.
+pub fn large_messages(task_hub: &str) -> azure_storage_blobs::prelude::ContainerClient {
+    use azure_storage::{CloudLocation, StorageCredentials};
+    let config = storage();
+    let credentials = match &config.credentials {
+        durable_status::Credentials::AccountKey { account, key } => StorageCredentials::access_key(
+            account.clone(),
+            azure_core::auth::Secret::new(key.expose().to_owned()),
+        ),
+        durable_status::Credentials::SharedAccessSignature(sas) => {
+            StorageCredentials::sas_token(sas.expose()).expect("a valid SAS")
+        }
+        _ => panic!("unsupported credentials"),
+    };
+    let location = CloudLocation::Custom {
+        account: config.account.clone(),
+        uri: config
+            .blob_endpoint
+            .clone()
+            .expect("the account under test has a blob endpoint"),
+    };
+    azure_storage_blobs::prelude::ClientBuilder::with_location(location, credentials)
+        .retry(azure_core::RetryOptions::none())
+        .container_client(format!("{}-largemessages", task_hub.to_ascii_lowercase()))
 }
