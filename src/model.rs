@@ -330,8 +330,9 @@ pub struct InstanceStatus {
     pub runtime_status: RuntimeStatus,
     /// The serialized input, as stored; `None` when absent or not read.
     ///
-    /// Payloads that Durable Functions offloaded to blobs are stored as a
-    /// blob URL; this crate returns that URL as it is.
+    /// A payload kept in a blob (over 60 KiB) is fetched, unless the read
+    /// asked for the reference ([`ReadOptions::fetch_large_payloads`](crate::ReadOptions::fetch_large_payloads)):
+    /// then this is the blob's URL, as stored.
     pub input: Option<String>,
     /// The serialized output (for a failure, the error; for a termination,
     /// the reason), as stored; `None` when absent or not read.

@@ -133,6 +133,43 @@ fn create_get_and_change_state() {
     assert_eq!(hub.status("cli-3")["runtimeStatus"], "Terminated");
 }
 
+/// An input over 60 KiB goes to a blob of the task hub's large-message
+/// container, and `get` prints it back; `purge` deletes the blob too.
+#[test]
+fn large_inputs_go_to_blobs_and_come_back() {
+    let hub = Hub::new();
+    let input = serde_json::json!({"lines": "l".repeat(40_000)}).to_string();
+    hub.ok(&["create", "big/1", "--name", "X", "--input", &input]);
+    let status = hub.status("big/1");
+    assert!(status["input"] == serde_json::from_str::<Value>(&input).unwrap());
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let blobs = runtime.block_on(async {
+        use futures::StreamExt;
+        let container = common::large_messages(&hub.name);
+        let mut pages = container.list_blobs().into_stream();
+        let mut names = Vec::new();
+        while let Some(Ok(page)) = pages.next().await {
+            names.extend(page.blobs.blobs().map(|b| b.name.clone()));
+        }
+        names
+    });
+    assert_eq!(blobs.len(), 1, "{blobs:?}");
+    assert!(blobs[0].contains("/history--Input-"), "{blobs:?}");
+    hub.ok(&["complete", "big/1"]);
+    hub.ok(&["purge", "big/1"]);
+    let left = runtime.block_on(async {
+        use futures::StreamExt;
+        let container = common::large_messages(&hub.name);
+        let mut pages = container.list_blobs().into_stream();
+        let mut count = 0;
+        while let Some(Ok(page)) = pages.next().await {
+            count += page.blobs.blobs().count();
+        }
+        count
+    });
+    assert_eq!(left, 0, "the purge deleted the blob");
+}
+
 #[test]
 fn a_missing_instance_exits_1() {
     let hub = Hub::new();

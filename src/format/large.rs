@@ -4,7 +4,7 @@
 //! absolute URL (each path segment percent-escaped, no SAS).
 //!
 //! - A property is offloaded when its UTF-16 size is over 60 KiB
-//!   ([`exceeds_column_limit`]).
+//!   ([`COLUMN_LIMIT_BYTES`]).
 //! - The blob of an Instances row's property is named
 //!   `{escaped id}/history--{Property}-{8 upper-case hex}-{Property}.json.gz`;
 //!   a normal checkpoint points the row at its History row's blob instead
