@@ -1,4 +1,5 @@
-//! A loopback TCP pass-through in front of the table service. The requests
+//! A loopback TCP pass-through in front of the table service (or of any
+//! HTTP/1.1 server on this machine, such as the HTTP API). The requests
 //! are real; the proxy only counts them, records their request lines, counts
 //! connections, and on demand cuts every connection after some number of
 //! requests (a storage outage in the middle of an operation).
@@ -126,6 +127,12 @@ impl Proxy {
             .and_then(|rest| rest.split('/').next())
             .expect("the proxy fronts an http endpoint")
             .to_owned();
+        Proxy::in_front_of(authority)
+    }
+
+    /// Starts a proxy in front of any HTTP/1.1 server on this machine
+    /// (`127.0.0.1:PORT`): the HTTP API, to count what a browser asks it.
+    pub fn in_front_of(authority: String) -> Proxy {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let port = listener.local_addr().unwrap().port();
         let state = Arc::new(State {
@@ -157,6 +164,11 @@ impl Proxy {
             }
         });
         Proxy { port, state }
+    }
+
+    /// The port the proxy listens on (on 127.0.0.1).
+    pub fn port(&self) -> u16 {
+        self.port
     }
 
     /// The same account, reached through the proxy.
