@@ -525,3 +525,38 @@ async fn purges_delete_exactly_the_instances_blobs() -> Result<()> {
     assert!(other.purge_instance("nothing").await.is_ok());
     Ok(())
 }
+
+/// A purge stopped after an instance's blobs and before its row leaves the
+/// row, and running it again finishes the job.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_purge_stopped_between_blobs_and_row_is_finished_by_a_rerun() -> Result<()> {
+    let store = common::emulator_store().await;
+    store
+        .create(NewInstance::new("stop/1", "Orch").input(big_json(40_000, 's')))
+        .await?;
+    store.complete("stop/1", None).await?;
+    assert_eq!(blob_names_on(&store).await.len(), 1);
+    let (purger, proxy) = common::through_proxy(&store, StoreOptions::default()).await;
+
+    let mut gate = proxy.hold_request("DELETE");
+    let purge = tokio::spawn(async move { purger.purge_instance("stop/1").await });
+    gate.reached().await;
+    // The blobs went first; the row's delete is held: stop the purge here.
+    assert!(blob_names_on(&store).await.is_empty());
+    purge.abort();
+    let _ = purge.await;
+
+    // (The held delete never reaches the service while the gate is shut.)
+    let row = store
+        .get_with("stop/1", ReadOptions::default().fetch_large_payloads(false))
+        .await?;
+    assert!(row.is_some(), "the row is left for a re-run to find");
+    assert!(store.purge_instance("stop/1").await?);
+    assert!(store.get("stop/1").await?.is_none());
+    gate.release();
+    Ok(())
+}
+
+async fn blob_names_on(store: &InstanceStore) -> Vec<String> {
+    blob_names(store).await
+}

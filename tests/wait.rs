@@ -259,3 +259,57 @@ async fn polls_read_only_the_columns_they_need() -> Result<()> {
     );
     Ok(())
 }
+
+/// A watch yields the status as it is, then each change of custom status,
+/// runtime status or output (not the polls that saw nothing new), and ends
+/// after the terminal status.
+#[tokio::test]
+async fn a_watch_yields_each_change_then_ends() -> Result<()> {
+    use futures::StreamExt;
+    let (store, watcher, proxy) = store_and_waiter().await;
+    store.create(NewInstance::new("watched", "Orch")).await?;
+    // Read on a task of its own, so that it polls while the test writes.
+    let (tx, mut changes) = tokio::sync::mpsc::unbounded_channel();
+    let mut stream = watcher.watch("watched", POLL);
+    tokio::spawn(async move {
+        while let Some(item) = stream.next().await {
+            let _ = tx.send(item);
+        }
+    });
+    let first = changes.recv().await.unwrap()?;
+    assert_eq!(first.runtime_status, RuntimeStatus::Pending);
+    assert_eq!(first.input, None, "a watch leaves the input out");
+
+    // Polls that see nothing new yield nothing.
+    let quiet = tokio::time::timeout(Duration::from_millis(300), changes.recv()).await;
+    assert!(quiet.is_err(), "no change, no item: {quiet:?}");
+
+    store.start("watched").await?;
+    let started = changes.recv().await.unwrap()?;
+    assert_eq!(started.runtime_status, RuntimeStatus::Running);
+    for step in 1..=2 {
+        polls_sent(&proxy, 1).await;
+        let status = CustomStatus::from_value(&json!({"done": step, "total": 2}))?;
+        store.set_custom_status("watched", Some(&status)).await?;
+        let seen = changes.recv().await.unwrap()?;
+        assert_eq!(seen.custom_status, Some(status));
+    }
+    store
+        .complete("watched", Some(JsonText::from_value(&"all done")?))
+        .await?;
+    let last = changes.recv().await.unwrap()?;
+    assert_eq!(last.runtime_status, RuntimeStatus::Completed);
+    assert_eq!(last.output.as_deref(), Some("\"all done\""));
+    assert!(
+        changes.recv().await.is_none(),
+        "the stream ends after the terminal status"
+    );
+
+    let mut missing = watcher.watch("nobody", POLL);
+    assert!(matches!(
+        missing.next().await,
+        Some(Err(Error::NotFound { .. }))
+    ));
+    assert!(missing.next().await.is_none());
+    Ok(())
+}

@@ -1,6 +1,7 @@
 //! The API's routes, relative to a base path.
 
 use axum::extract::{FromRequestParts, OriginalUri, Path, RawQuery, State};
+use axum::http::header::{ETAG, IF_NONE_MATCH};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -23,6 +24,9 @@ pub const MAX_PAGE_WITH_INPUT: u32 = 100;
 /// The most ids one batch read (`POST /instances`) takes.
 pub const MAX_BATCH_IDS: usize = 100;
 
+/// A listing answer stops adding pages once it holds this many bytes.
+pub const LISTING_BYTES: usize = 4 * 1024 * 1024;
+
 /// The header that carries a listing's continuation, both ways.
 pub const CONTINUATION_HEADER: &str = "x-ms-continuation-token";
 
@@ -41,6 +45,8 @@ pub(super) fn routes() -> Router<HttpApi> {
                 .post(get_many_instances),
         )
         .route("/instances/{id}", get(get_instance).delete(delete_instance))
+        .route("/instances/{id}/events", get(instance_events))
+        .route("/instancecounts", get(instance_counts))
         .route("/instances/{id}/{operation}", post(instance_operation))
         .route(
             "/instances/{id}/{operation}/{argument}",
@@ -72,6 +78,7 @@ async fn get_instance(
     ApiPath(id): ApiPath<String>,
     OriginalUri(uri): OriginalUri,
     RawQuery(query): RawQuery,
+    request_headers: HeaderMap,
 ) -> ApiResult {
     let params = Params::parse(query.as_deref());
     let show_input = params.bool("showInput", true)?;
@@ -80,15 +87,30 @@ async fn get_instance(
     params.bool("showHistoryOutput", false)?;
     let error_on_failure = params.bool("returnInternalServerErrorOnFailure", false)?;
     let store = api.store_for(params.get("taskHub"))?;
-    let read = ReadOptions::default().include_input(show_input);
-    let Some(status) = store.get_with(&id, read).await? else {
+    // Pollers of the same instance share reads (see `reads`).
+    let Some(status) = api
+        .inner
+        .reads
+        .get(api.read_window, &store, &id, show_input)
+        .await?
+    else {
         return Err(ApiError::new(
             StatusCode::NOT_FOUND,
             format!("instance '{id}' was not found"),
         ));
     };
+    let etag = status_etag(&status, show_input);
+    let running = !status.runtime_status.is_terminal();
+    if if_none_match(&request_headers, &etag) {
+        let mut answer = HeaderMap::new();
+        answer.insert(ETAG, etag);
+        if running {
+            answer.insert("retry-after", HeaderValue::from_static("5"));
+        }
+        return Ok((StatusCode::NOT_MODIFIED, answer).into_response());
+    }
     let payload = Json(StatusPayload::new(&status, show_input));
-    Ok(match status.runtime_status {
+    let mut response = match status.runtime_status {
         RuntimeStatus::Running
         | RuntimeStatus::Pending
         | RuntimeStatus::ContinuedAsNew
@@ -112,28 +134,73 @@ async fn get_instance(
         | RuntimeStatus::Terminated => (StatusCode::OK, payload).into_response(),
         // The original answers a state it does not know with 500.
         RuntimeStatus::Unknown => (StatusCode::INTERNAL_SERVER_ERROR, payload).into_response(),
-    })
+    };
+    response.headers_mut().insert(ETAG, etag);
+    Ok(response)
 }
 
-async fn list_instances(
+/// The ETag of a status answer: the row's version and the representation.
+fn status_etag(status: &crate::InstanceStatus, show_input: bool) -> HeaderValue {
+    let text = format!("{}|{show_input}", status.etag.as_str());
+    // FNV-1a, 64 bits: the row's ETag holds characters a header may not.
+    let hash = text.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |hash, byte| {
+        (hash ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3)
+    });
+    HeaderValue::from_str(&format!("\"{hash:016x}\"")).expect("hex is header-safe")
+}
+
+/// Whether `If-None-Match` names `etag` (or is `*`).
+fn if_none_match(headers: &HeaderMap, etag: &HeaderValue) -> bool {
+    let Some(tags) = headers.get(IF_NONE_MATCH).and_then(|v| v.to_str().ok()) else {
+        return false;
+    };
+    let etag = etag.to_str().unwrap_or_default();
+    tags.split(',')
+        .map(|tag| tag.trim().trim_start_matches("W/"))
+        .any(|tag| tag == "*" || tag == etag)
+}
+
+/// The status of one instance as server-sent events (an addition to the
+/// Durable Functions API): see `push`.
+async fn instance_events(
     State(api): State<HttpApi>,
-    headers: HeaderMap,
+    ApiPath(id): ApiPath<String>,
     RawQuery(query): RawQuery,
+    request_headers: HeaderMap,
 ) -> ApiResult {
     let params = Params::parse(query.as_deref());
-    let show_input = params.bool("showInput", false)?;
-    let top = params.top(DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)?;
-    // Inputs may be 64 KiB each: pages that carry them hold at most 100
-    // rows (the continuation header brings the rest).
-    let page_size = if show_input {
-        top.min(MAX_PAGE_WITH_INPUT)
-    } else {
-        top
-    };
-    let mut query = InstanceQuery::new()
-        .statuses(params.statuses()?)
-        .page_size(page_size)
-        .include_input(show_input);
+    let store = api.store_for(params.get("taskHub"))?;
+    let last_event_id = request_headers
+        .get("last-event-id")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    api.inner
+        .watches
+        .stream(&store, &id, last_event_id, api.push)
+        .await
+}
+
+/// Counts per runtime status for the listing's filters (an addition to the
+/// Durable Functions API, on a route no instance id can take).
+async fn instance_counts(State(api): State<HttpApi>, RawQuery(query): RawQuery) -> ApiResult {
+    let params = Params::parse(query.as_deref());
+    let query = filters(&params)?;
+    let store = api.store_for(params.get("taskHub"))?;
+    let counts = store.count_by_status(&query).await.map_err(name_errors)?;
+    let by_status: serde_json::Map<String, serde_json::Value> = counts
+        .iter()
+        .map(|(status, n)| (status.name().to_owned(), json!(n)))
+        .collect();
+    Ok((
+        StatusCode::OK,
+        Json(json!({"counts": by_status, "total": counts.total()})),
+    )
+        .into_response())
+}
+
+/// The listing filters of a query string.
+fn filters(params: &Params) -> Result<InstanceQuery, ApiError> {
+    let mut query = InstanceQuery::new().statuses(params.statuses()?);
     if let Some(from) = params.time("createdTimeFrom")? {
         query = query.created_from(from);
     }
@@ -147,6 +214,45 @@ async fn list_instances(
     if !names.is_empty() {
         query = query.names(names);
     }
+    Ok(query)
+}
+
+/// The store's errors of a filter, named as the query string names them.
+fn name_errors(error: crate::Error) -> ApiError {
+    match error {
+        crate::Error::Invalid {
+            field: "continuation token",
+            reason,
+        } => ApiError::bad_parameter(CONTINUATION_HEADER, reason),
+        crate::Error::Invalid {
+            field: "orchestrator name",
+            reason,
+        } => ApiError::bad_parameter("name", reason),
+        other => other.into(),
+    }
+}
+
+async fn list_instances(
+    State(api): State<HttpApi>,
+    headers: HeaderMap,
+    RawQuery(query): RawQuery,
+) -> ApiResult {
+    let params = Params::parse(query.as_deref());
+    let show_input = params.bool("showInput", false)?;
+    let top = params.top(DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)?;
+    // Inputs may be 64 KiB each: pages that carry them hold at most 100
+    // rows (the continuation header brings the rest).
+    let top = if show_input {
+        top.min(MAX_PAGE_WITH_INPUT)
+    } else {
+        top
+    };
+    // Outputs are read 100 rows a request, and the answer stops at `top`
+    // rows or once it holds LISTING_BYTES: a listing's memory is bounded
+    // whatever the outputs' sizes, and its token resumes where it stopped.
+    let query = filters(&params)?
+        .page_size(top.min(MAX_PAGE_WITH_INPUT))
+        .include_input(show_input);
     let token = match headers.get(CONTINUATION_HEADER) {
         None => None,
         Some(value) => {
@@ -162,33 +268,40 @@ async fn list_instances(
         }
     };
     let store = api.store_for(params.get("taskHub"))?;
-    let page = store
-        .query_page(&query, token.as_deref())
-        .await
-        .map_err(|e| match e {
-            crate::Error::Invalid {
-                field: "continuation token",
-                reason,
-            } => ApiError::bad_parameter(CONTINUATION_HEADER, reason),
-            crate::Error::Invalid {
-                field: "orchestrator name",
-                reason,
-            } => ApiError::bad_parameter("name", reason),
-            other => other.into(),
-        })?;
-    let body: Vec<StatusPayload> = page
-        .instances
-        .iter()
-        .map(|s| StatusPayload::new(s, show_input))
-        .collect();
+    let mut body = b"[".to_vec();
+    let (mut listed, mut token) = (0u32, token);
+    loop {
+        let rows = (top - listed).min(MAX_PAGE_WITH_INPUT);
+        let page = store
+            .query_page(&query.clone().page_size(rows), token.as_deref())
+            .await
+            .map_err(name_errors)?;
+        for status in &page.instances {
+            if listed > 0 {
+                body.push(b',');
+            }
+            serde_json::to_writer(&mut body, &StatusPayload::new(status, show_input))
+                .expect("a status object serializes");
+            listed += 1;
+        }
+        token = page.continuation_token;
+        if token.is_none() || listed >= top || body.len() >= LISTING_BYTES {
+            break;
+        }
+    }
+    body.push(b']');
     let mut answer = HeaderMap::new();
-    if let Some(next) = page.continuation_token {
+    answer.insert(
+        axum::http::header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    if let Some(next) = token {
         answer.insert(
             CONTINUATION_HEADER,
             HeaderValue::from_str(&next).expect("tokens are header-safe"),
         );
     }
-    Ok((StatusCode::OK, answer, Json(body)).into_response())
+    Ok((StatusCode::OK, answer, body).into_response())
 }
 
 /// Many instances in one call: the body is a JSON array of ids; the answer

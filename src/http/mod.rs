@@ -13,9 +13,16 @@
 mod handlers;
 mod page;
 mod params;
+mod push;
+mod reads;
 mod server;
 
-pub use handlers::{CONTINUATION_HEADER, MAX_BATCH_IDS};
+pub use handlers::{CONTINUATION_HEADER, LISTING_BYTES, MAX_BATCH_IDS};
+pub use push::{
+    DEFAULT_MAX_PUSH_VIEWERS, DEFAULT_MAX_WATCHED_INSTANCES, DEFAULT_PUSH_HEARTBEAT,
+    DEFAULT_PUSH_POLL_INTERVAL,
+};
+pub use reads::{DEFAULT_READ_WINDOW, MAX_READ_WINDOW};
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -109,6 +116,9 @@ pub struct HttpApi {
     /// Scheme, authority and path, without a trailing slash.
     public_url: Option<Arc<str>>,
     limits: Limits,
+    /// How long a status answer is served again without a read.
+    read_window: Duration,
+    push: push::PushLimits,
 }
 
 struct Inner {
@@ -117,6 +127,10 @@ struct Inner {
     /// Purges by filter run one at a time: each already keeps 32 deletes
     /// in flight.
     purges: tokio::sync::Mutex<()>,
+    /// Status reads shared by concurrent pollers.
+    reads: reads::SharedReads,
+    /// The push streams' poll loops.
+    watches: Arc<push::Watches>,
 }
 
 /// The limits of the server's connections and requests.
@@ -150,6 +164,8 @@ impl HttpApi {
             inner: Arc::new(Inner {
                 default_store: store,
                 purges: tokio::sync::Mutex::new(()),
+                reads: reads::SharedReads::default(),
+                watches: Arc::default(),
                 keys: keys
                     .into_iter()
                     .filter(|k| !k.expose().is_empty())
@@ -164,7 +180,54 @@ impl HttpApi {
                 max_connection_age: DEFAULT_MAX_CONNECTION_AGE,
                 shutdown_grace: DEFAULT_SHUTDOWN_GRACE,
             },
+            read_window: DEFAULT_READ_WINDOW,
+            push: push::PushLimits::default(),
         }
+    }
+
+    /// How long a status answer (`GET /instances/{id}`) is served again to
+    /// other pollers of the same instance and representation without a
+    /// table read: default 1 s, at most 10 s; zero only shares the reads
+    /// under way. Requests that arrive while a read is under way always
+    /// share it.
+    pub fn read_window(mut self, window: Duration) -> Self {
+        self.read_window = window.min(MAX_READ_WINDOW);
+        self
+    }
+
+    /// How often the push streams' shared poll loop reads a watched
+    /// instance (default 1 s; at least 10 ms).
+    pub fn push_poll_interval(mut self, interval: Duration) -> Self {
+        self.push.poll_interval = interval.max(crate::MIN_POLL_INTERVAL);
+        self
+    }
+
+    /// How often a push stream sends a heartbeat comment while nothing
+    /// changes (default 15 s).
+    pub fn push_heartbeat(mut self, every: Duration) -> Self {
+        self.push.heartbeat = every.max(Duration::from_millis(10));
+        self
+    }
+
+    /// How many instances the push streams watch at once (default 1,000);
+    /// a viewer of one more is answered 503.
+    pub fn max_watched_instances(mut self, max: usize) -> Self {
+        self.push.max_instances = max;
+        self
+    }
+
+    /// How many instances the push streams watch now: one shared poll loop
+    /// each, stopped when its last viewer leaves.
+    pub fn watched_instances(&self) -> usize {
+        self.inner.watches.watched()
+    }
+
+    /// How many push viewers are served at once (default 10,000); one more
+    /// is answered 503. Each viewer holds a connection: see
+    /// [`HttpApi::max_connections`].
+    pub fn max_push_viewers(mut self, max: usize) -> Self {
+        self.push.max_viewers = max;
+        self
     }
 
     /// The URL clients reach this server at (`https://status.example.com`,
@@ -551,7 +614,7 @@ pub async fn serve(
 
 /// An error answer: a status code and `{"Message": "..."}`, the shape of the
 /// original's errors.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub(crate) struct ApiError {
     status: StatusCode,
     pub(crate) message: String,

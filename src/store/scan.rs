@@ -591,8 +591,14 @@ async fn boundaries(
     };
     targets.sort_by(|a, b| compare_keys(a, b));
     targets.dedup();
-    // One probe per boundary wanted, spread over the branches.
-    let targets = spread(&targets, want.clamp(1, MAX_PROBES));
+    // A cut in two probes the middle branch and, should it not exist, the
+    // next one after the range's own (which does); more cuts probe every
+    // branch seen, and keep boundaries spread among those found.
+    let targets = if want <= 1 && targets.len() > 2 {
+        vec![targets[0].clone(), spread(&targets, 1).remove(0)]
+    } else {
+        spread(&targets, MAX_PROBES)
+    };
     let found: Vec<Option<String>> = futures::stream::iter(targets)
         .map(|target| async move { probe(client, &target, end).await })
         .buffer_unordered(PROBES_IN_FLIGHT)
@@ -648,12 +654,15 @@ fn utf16_rank(c: char) -> u32 {
     }
 }
 
-/// At most `n` of `items`, evenly spread.
+/// At most `n` of `items`, evenly spread: the middle one of each of `n`
+/// equal parts (one boundary cuts a range in its middle, not at its start).
 fn spread<T: Clone>(items: &[T], n: usize) -> Vec<T> {
     if items.len() <= n {
         return items.to_vec();
     }
-    (0..n).map(|i| items[i * items.len() / n].clone()).collect()
+    (0..n)
+        .map(|i| items[(2 * i + 1) * items.len() / (2 * n)].clone())
+        .collect()
 }
 
 #[cfg(test)]
@@ -691,7 +700,8 @@ mod tests {
     fn spread_keeps_at_most_n_evenly() {
         let items: Vec<u32> = (0..10).collect();
         assert_eq!(spread(&items, 20), items);
-        assert_eq!(spread(&items, 5), vec![0, 2, 4, 6, 8]);
-        assert_eq!(spread(&items, 1), vec![0]);
+        assert_eq!(spread(&items, 5), vec![1, 3, 5, 7, 9]);
+        assert_eq!(spread(&items, 1), vec![5]);
+        assert_eq!(spread(&items[..9], 1), vec![4]);
     }
 }

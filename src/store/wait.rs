@@ -1,12 +1,15 @@
-//! Waiting for an instance by polling, reading only the columns a poll needs.
+//! Waiting for an instance by polling, reading only the columns a poll
+//! needs, and watching it as a stream of its changes.
 
 use std::time::Duration;
 
+use futures::stream::BoxStream;
+use futures::StreamExt;
 use tokio::time::Instant;
 
 use super::InstanceStore;
 use crate::error::{Error, Result};
-use crate::format::columns::{CUSTOM_STATUS, RUNTIME_STATUS};
+use crate::format::columns::{COLUMNS_WITHOUT_PAYLOADS, CUSTOM_STATUS, OUTPUT, RUNTIME_STATUS};
 use crate::format::keys::partition_key;
 use crate::model::{CustomStatus, InstanceStatus, RuntimeStatus};
 
@@ -70,6 +73,75 @@ impl InstanceStore {
             custom_status: status.custom_status,
             runtime_status: status.runtime_status,
         })
+    }
+
+    /// Watches an instance: a stream of its status (without its input),
+    /// first as it is, then each time its runtime status, custom status or
+    /// output changes, polled every `poll_interval`; the stream ends after
+    /// the instance's terminal status. Each poll reads the columns of the
+    /// status but Input. An instance that does not exist (or is deleted
+    /// meanwhile) ends the stream with [`Error::NotFound`]; a failed read
+    /// ends it with its error.
+    pub fn watch(
+        &self,
+        instance_id: &str,
+        poll_interval: Duration,
+    ) -> BoxStream<'static, Result<InstanceStatus>> {
+        struct State {
+            store: InstanceStore,
+            instance_id: String,
+            pk: Option<String>,
+            last: Option<(RuntimeStatus, Option<CustomStatus>, Option<String>)>,
+            done: bool,
+        }
+        let pk = match partition_key(instance_id) {
+            Ok(pk) => pk,
+            Err(e) => return futures::stream::once(async { Err(e) }).boxed(),
+        };
+        let poll_interval = poll_interval.max(MIN_POLL_INTERVAL);
+        let state = State {
+            store: self.clone(),
+            instance_id: instance_id.to_owned(),
+            pk: Some(pk),
+            last: None,
+            done: false,
+        };
+        futures::stream::unfold(state, move |mut state| async move {
+            if state.done {
+                return None;
+            }
+            let pk = state.pk.clone()?;
+            let mut columns = COLUMNS_WITHOUT_PAYLOADS.to_vec();
+            columns.push(OUTPUT);
+            loop {
+                if state.last.is_some() {
+                    tokio::time::sleep(poll_interval).await;
+                }
+                let status = match state
+                    .store
+                    .read_existing(&state.instance_id, &pk, &columns)
+                    .await
+                {
+                    Ok(status) => status,
+                    Err(e) => {
+                        state.done = true;
+                        return Some((Err(e), state));
+                    }
+                };
+                let seen = (
+                    status.runtime_status,
+                    status.custom_status.clone(),
+                    status.output.clone(),
+                );
+                if state.last.as_ref() == Some(&seen) {
+                    continue;
+                }
+                state.done = status.runtime_status.is_terminal();
+                state.last = Some(seen);
+                return Some((Ok(status), state));
+            }
+        })
+        .boxed()
     }
 
     async fn poll(

@@ -129,17 +129,8 @@ pub fn azure_table_on(
     name: &str,
 ) -> azure_data_tables::prelude::TableClient {
     use azure_data_tables::clients::TableServiceClientBuilder;
-    use azure_storage::{CloudLocation, StorageCredentials};
-    let credentials = match &config.credentials {
-        durable_status::Credentials::AccountKey { account, key } => StorageCredentials::access_key(
-            account.clone(),
-            azure_core::auth::Secret::new(key.expose().to_owned()),
-        ),
-        durable_status::Credentials::SharedAccessSignature(sas) => {
-            StorageCredentials::sas_token(sas.expose()).expect("a valid SAS")
-        }
-        _ => panic!("unsupported credentials"),
-    };
+    use azure_storage::CloudLocation;
+    let credentials = credentials_of(config);
     let location = CloudLocation::Custom {
         account: config.account.clone(),
         uri: config.table_endpoint.clone(),
@@ -339,18 +330,9 @@ fn percent_encoded(text: &str) -> String {
 /// The task hub's large-message container as another tool (the Durable
 /// Task provider) reaches it, on the account under test.
 pub fn large_messages(task_hub: &str) -> azure_storage_blobs::prelude::ContainerClient {
-    use azure_storage::{CloudLocation, StorageCredentials};
+    use azure_storage::CloudLocation;
     let config = storage();
-    let credentials = match &config.credentials {
-        durable_status::Credentials::AccountKey { account, key } => StorageCredentials::access_key(
-            account.clone(),
-            azure_core::auth::Secret::new(key.expose().to_owned()),
-        ),
-        durable_status::Credentials::SharedAccessSignature(sas) => {
-            StorageCredentials::sas_token(sas.expose()).expect("a valid SAS")
-        }
-        _ => panic!("unsupported credentials"),
-    };
+    let credentials = credentials_of(&config);
     let location = CloudLocation::Custom {
         account: config.account.clone(),
         uri: config
@@ -361,4 +343,20 @@ pub fn large_messages(task_hub: &str) -> azure_storage_blobs::prelude::Container
     azure_storage_blobs::prelude::ClientBuilder::with_location(location, credentials)
         .retry(azure_core::RetryOptions::none())
         .container_client(format!("{}-largemessages", task_hub.to_ascii_lowercase()))
+}
+
+/// The Azure crates' credentials of `config`, for clients standing for
+/// other tools.
+fn credentials_of(config: &StorageConfig) -> azure_storage::StorageCredentials {
+    use azure_storage::StorageCredentials;
+    match &config.credentials {
+        durable_status::Credentials::AccountKey { account, key } => StorageCredentials::access_key(
+            account.clone(),
+            azure_core::auth::Secret::new(key.expose().to_owned()),
+        ),
+        durable_status::Credentials::SharedAccessSignature(sas) => {
+            StorageCredentials::sas_token(sas.expose()).expect("a valid SAS")
+        }
+        _ => panic!("unsupported credentials"),
+    }
 }
