@@ -427,6 +427,7 @@ async function loadList(mode) {
     if (!Array.isArray(answer.body)) throw new ApiError(answer.status, "the listing is not a JSON array");
     const before = list.rows.length;
     list.rows = mode === "more" ? mergeRows(list.rows, answer.body) : answer.body;
+    keepLiveRow();
     list.token = answer.headers.get(CONTINUATION) || null;
     list.loaded = true;
     lastRefresh = Date.now();
@@ -448,6 +449,22 @@ async function loadList(mode) {
       table.removeAttribute("aria-busy");
       $("load-more").disabled = false;
     }
+  }
+}
+
+/**
+ * The row of the followed instance keeps what its stream brought when the
+ * listing read it earlier (a listing's answer may be older than an event).
+ */
+function keepLiveRow() {
+  const live = detail.data;
+  if (!live) return;
+  const index = list.rows.findIndex((row) => row.instanceId === live.instanceId);
+  if (index < 0) return;
+  const row = list.rows[index];
+  if ((Date.parse(live.lastUpdatedTime) || 0) >= (Date.parse(row.lastUpdatedTime) || 0)) {
+    const { input: _input, ...rest } = live;
+    list.rows[index] = { ...row, ...rest };
   }
 }
 
@@ -705,7 +722,13 @@ async function loadDetail() {
     }
     showError("detail-error", `Cannot read ${id}: ${messageOf(error)}`);
   }
-  if (!detail.live && !detail.ended) startStream();
+  if (detail.live || detail.ended) return;
+  if (detail.data && isTerminal(detail.data.runtimeStatus)) {
+    // A finished instance does not change: nothing to follow.
+    setStreamState(`Finished: ${detail.data.runtimeStatus}`, true);
+    return;
+  }
+  startStream();
 }
 
 /** The instance no longer exists: its detail says so, and nothing follows it. */
@@ -882,6 +905,18 @@ function armSilence(id) {
 function onStreamItem(id, item) {
   if (detail.id !== id || item.comment !== undefined) return;
   if (item.id) detail.lastEventId = item.id;
+  if (item.type === "error") {
+    // The server's watch of the instance failed; the stream closes after
+    // this, and is opened again (which answers 404 if the instance is gone).
+    let message = item.data;
+    try {
+      message = JSON.parse(item.data).Message || message;
+    } catch {
+      // Not JSON: the text says it.
+    }
+    showError("detail-error", `Live updates interrupted: ${message}`);
+    return;
+  }
   if (item.type !== "status" && item.type !== "end") return;
   let status;
   try {
@@ -892,6 +927,7 @@ function onStreamItem(id, item) {
   }
   if (!status || (status.instanceId !== undefined && status.instanceId !== id)) return;
   detail.backoff = 0;
+  if (!$("detail-error").hidden) showError("detail-error", null);
   applyStatus(status, false);
   if (item.type === "end") {
     detail.ended = true;
@@ -1018,7 +1054,7 @@ async function confirmAction() {
   try {
     const answer = await pending.view.run((signal) => request(path, { ...options, signal }));
     if (answer === undefined) return;
-    $("confirm").close();
+    if ($("confirm").open) $("confirm").close();
     announce(spec.done(id));
     if (action === "purge") {
       list.rows = list.rows.filter((row) => row.instanceId !== id);
@@ -1032,7 +1068,10 @@ async function confirmAction() {
   } catch (error) {
     needKey(error);
     $("confirm-ok").disabled = false;
-    showError("confirm-error", `The server refused: ${messageOf(error)}`);
+    const text = `The server refused: ${messageOf(error)}`;
+    if ($("confirm").open) showError("confirm-error", text);
+    else if (detail.id === id) showError("detail-error", `${spec.ok}: ${text}`);
+    else announce(`${spec.ok} ${id}: ${text}`);
   }
 }
 
@@ -1046,7 +1085,7 @@ function setupActions() {
   });
   $("confirm-cancel").addEventListener("click", () => $("confirm").close());
   $("confirm").addEventListener("close", () => {
-    pending.view.abort();
+    // An action already sent is not cancelled: its answer is still told.
     const back = pending.action && $(`action-${pending.action}`);
     if (back && !back.disabled && !$("detail").hidden) back.focus();
     else $("detail-title").focus();
@@ -1091,6 +1130,7 @@ function setupShortcuts() {
     const target = event.target;
     if (target.closest("input, select, textarea, dialog")) return;
     event.preventDefault();
+    $("filter-box").open = true;
     $("filter-prefix").focus();
   });
 }
