@@ -55,7 +55,13 @@ pub async fn run(
     let url = |path: &str| serving.url(bound, path);
     println!();
     println!("durable-status demo is running (task hub {task_hub}).");
-    println!("  Status page:  {}{key_suffix}", url("/"));
+    // The page asks for the key, and keeps it out of its address.
+    let page_note = if api_has_keys {
+        "  (it asks for the key)"
+    } else {
+        ""
+    };
+    println!("  Status page:  {}{page_note}", url("/"));
     println!(
         "  Instances:    {}{key_suffix}",
         url(&format!("{BASE_PATH}/instances"))

@@ -653,11 +653,14 @@ async fn the_demo_runs_with_no_configuration_and_stops_cleanly() {
     let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
     let page = wait_for_line(&mut lines, "Status page:");
     assert!(!page.contains(DEMO_KEY), "the key is never printed: {page}");
+    assert!(
+        page.ends_with("(it asks for the key)") && !page.contains("code="),
+        "the page's URL carries no key parameter: {page}"
+    );
     let base = page
         .split_whitespace()
-        .last()
+        .find(|w| w.starts_with("http://"))
         .unwrap()
-        .trim_end_matches("?code=<key>")
         .trim_end_matches('/')
         .to_owned();
     let storage = wait_for_line(&mut lines, "Storage:");
