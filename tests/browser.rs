@@ -963,19 +963,13 @@ async fn a_hidden_tab_pauses_the_stream_and_resumes_after_the_last_event() {
 }
 
 #[tokio::test]
-async fn a_refused_stream_is_retried_later_and_a_closed_one_resumes() {
-    let Some(browser) =
-        browser_or_skip("a_refused_stream_is_retried_later_and_a_closed_one_resumes")
+async fn a_stream_refused_at_the_viewer_limit_is_retried_later() {
+    let Some(browser) = browser_or_skip("a_stream_refused_at_the_viewer_limit_is_retried_later")
     else {
         return;
     };
-    // One instance watched at a time, and connections closed after 3 s.
-    let served = serve_with(vec![], |api| {
-        api.max_watched_instances(1)
-            .max_connection_age(Duration::from_secs(3))
-            .shutdown_grace(Duration::from_millis(200))
-    })
-    .await;
+    // One instance watched at a time.
+    let served = serve_with(vec![], |api| api.max_watched_instances(1)).await;
     let store = &served.store;
     running(store, "watched-elsewhere", "Work").await;
     running(store, "wanted", "Work").await;
@@ -997,7 +991,8 @@ async fn a_refused_stream_is_retried_later_and_a_closed_one_resumes() {
     let page = browse(&browser, "refused", Window::DESKTOP).await;
     page.open(&format!("{}/?instance=wanted", served.base))
         .await;
-    // The server's reason is shown, and a retry is planned.
+    // The server's reason is shown, and a retry is planned (after the
+    // server's Retry-After).
     page.wait_for_text("#stream-state", "retry later").await;
     page.wait_for_text("#stream-state", "Reconnecting in 5 s")
         .await;
@@ -1023,11 +1018,40 @@ async fn a_refused_stream_is_retried_later_and_a_closed_one_resumes() {
         json!("50"),
     )
     .await;
+}
 
-    // The server closes the stream (the connection's age): the page opens
-    // it again after the last event it had, and follows on.
+#[tokio::test]
+async fn a_stream_the_server_closes_is_resumed_after_the_last_event() {
+    let Some(browser) =
+        browser_or_skip("a_stream_the_server_closes_is_resumed_after_the_last_event")
+    else {
+        return;
+    };
+    // Connections are closed after 4 s: the stream's too.
+    let served = serve_with(vec![], |api| {
+        api.max_connection_age(Duration::from_secs(4))
+            .shutdown_grace(Duration::from_millis(200))
+    })
+    .await;
+    let store = &served.store;
+    running(store, "wanted", "Work").await;
+    store
+        .set_custom_status("wanted", Some(&custom(json!(0.3))))
+        .await
+        .unwrap();
+    let page = browse(&browser, "closed", Window::DESKTOP).await;
+    page.open(&format!("{}/?instance=wanted", served.base))
+        .await;
+    page.wait_for_text("#stream-state", "Live").await;
+    page.wait_for(
+        "return document.getElementById('progress').getAttribute('aria-valuenow')",
+        json!("30"),
+    )
+    .await;
     served.front.take_request_heads();
     served.lines();
+
+    // The page opens it again after the last event it had, and follows on.
     let deadline = Instant::now() + Duration::from_secs(20);
     let resumed = loop {
         let heads = served.front.take_request_heads();
@@ -1327,6 +1351,12 @@ async fn the_key_is_typed_once_kept_for_the_tab_and_never_in_a_url() {
         .filter(|h| h.header("x-functions-key") != Some(KEY))
         .count();
     assert!(keyed >= 3, "{api:?}");
+    // The event stream too: read with fetch(), which sends headers.
+    assert!(
+        api.iter()
+            .any(|h| is_events_of(&h.line, "keyed-job") && h.header("x-functions-key") == Some(KEY)),
+        "{api:?}"
+    );
     // Only the first answers (before the key was given, and the wrong one).
     assert!(unkeyed_or_wrong <= 4, "{api:?}");
     let pages: Vec<_> = heads

@@ -895,6 +895,13 @@ async fn the_page_and_its_assets_are_served() -> Result<()> {
     for (path, kind, needle) in [
         ("/", "text/html", "durable-status"),
         ("/app.js", "text/javascript", "progressOf"),
+        ("/api.js", "text/javascript", "x-functions-key"),
+        (
+            "/format.js",
+            "text/javascript",
+            "export function progressOf",
+        ),
+        ("/sse.js", "text/javascript", "export class SseParser"),
         ("/app.css", "text/css", ".bar"),
     ] {
         let response = server
@@ -909,7 +916,14 @@ async fn the_page_and_its_assets_are_served() -> Result<()> {
         assert!(response.headers()["content-security-policy"]
             .to_str()?
             .contains("default-src 'self'"));
-        assert!(response.text().await?.contains(needle));
+        assert_eq!(response.headers()["x-content-type-options"], "nosniff");
+        let text = response.text().await?;
+        assert!(text.contains(needle), "{path}");
+        // Nothing is fetched from elsewhere: no CDN, no absolute URL.
+        assert!(
+            !text.contains("http://") && !text.contains("https://"),
+            "{path} names another origin"
+        );
     }
     let unknown = server.get("/nowhere").await;
     assert_eq!(unknown.status, StatusCode::NOT_FOUND);
