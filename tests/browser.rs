@@ -499,7 +499,10 @@ async fn load_more_follows_the_continuation_token_newest_first() {
     .unwrap();
     assert!(times.windows(2).all(|w| w[0] >= w[1]), "{times:?}");
 
-    page.click("#load-more").await;
+    // From the keyboard: the focus goes to the list once the last page is in.
+    page.eval("document.getElementById('load-more').focus();")
+        .await;
+    page.press(&[key::ENTER]).await;
     page.wait_for(
         "return document.querySelectorAll('#instances tbody tr').length",
         json!(120),
@@ -507,6 +510,11 @@ async fn load_more_follows_the_continuation_token_newest_first() {
     .await;
     page.wait_for(
         "return document.getElementById('load-more').hidden",
+        json!(true),
+    )
+    .await;
+    page.wait_for(
+        "return document.activeElement.closest('#instances') !== null",
         json!(true),
     )
     .await;
@@ -1256,6 +1264,27 @@ async fn the_list_is_used_with_the_keyboard_and_focus_shows() {
     page.press(&[key::ESCAPE]).await;
     page.wait_for("return document.activeElement.id", json!("action-suspend"))
         .await;
+    // The counts' buttons work from the keyboard, and keep the focus when
+    // they are redrawn.
+    page.eval("document.querySelector('#counts-legend button[data-status=Running]').focus();")
+        .await;
+    page.press(&[key::ENTER]).await;
+    page.wait_for(
+        "return document.querySelector('#filter-status input[value=Running]').checked",
+        json!(true),
+    )
+    .await;
+    page.wait_for(
+        "const e = document.activeElement; return [e.dataset.status, e.getAttribute('aria-pressed')];",
+        json!(["Running", "true"]),
+    )
+    .await;
+    page.press(&[key::ENTER]).await;
+    page.wait_for(
+        "const e = document.activeElement; return [e.dataset.status, e.getAttribute('aria-pressed')];",
+        json!(["Running", "false"]),
+    )
+    .await;
     // `/` goes to the instance-id filter.
     page.eval("document.activeElement.blur();").await;
     page.press(&["/"]).await;

@@ -332,6 +332,13 @@ async function loadCounts() {
 function renderCounts() {
   const bar = $("counts-bar");
   const legend = $("counts-legend");
+  // The keyboard's focus stays on its status's button when they are redrawn.
+  const focused = legend.contains(document.activeElement) ? document.activeElement.dataset.status : null;
+  drawCounts(bar, legend);
+  if (focused) legend.querySelector(`button[data-status="${CSS.escape(focused)}"]`)?.focus();
+}
+
+function drawCounts(bar, legend) {
   bar.replaceChildren();
   legend.replaceChildren();
   const data = counts.data;
@@ -410,7 +417,8 @@ async function loadList(mode) {
   const headers = mode === "more" ? { [CONTINUATION]: list.token } : undefined;
   const table = $("instances");
   table.setAttribute("aria-busy", "true");
-  $("load-more").disabled = mode === "more";
+  // Not `disabled`: that would take the keyboard's focus away.
+  $("load-more").setAttribute("aria-disabled", String(mode === "more"));
   if (mode === "reset") {
     // Rows of the previous filter are not shown under the new one.
     list.rows = [];
@@ -447,7 +455,7 @@ async function loadList(mode) {
   } finally {
     if (!list.view.busy) {
       table.removeAttribute("aria-busy");
-      $("load-more").disabled = false;
+      $("load-more").setAttribute("aria-disabled", "false");
     }
   }
 }
@@ -610,7 +618,15 @@ function setupList() {
       showDetailBelow();
     }
   });
-  $("load-more").addEventListener("click", () => loadList("more"));
+  $("load-more").addEventListener("click", async () => {
+    const button = $("load-more");
+    if (button.getAttribute("aria-disabled") === "true") return;
+    await loadList("more");
+    // The last page loaded: the button is gone, the focus goes to the list.
+    if (button.hidden && document.activeElement === document.body) {
+      document.querySelector("#instances tbody tr[tabindex='0']")?.focus();
+    }
+  });
   $("refresh").addEventListener("click", () => {
     loadList(list.loaded ? "refresh" : "reset");
     loadCounts();
