@@ -1570,6 +1570,10 @@ async fn screenshots_in_light_and_dark_on_desktop_and_phone_are_not_empty() {
         // A second view: the detail below the list on a phone, the
         // confirmation of an action on a desktop.
         if window.width < 500 {
+            // Another instance, whose custom status is a list of actions.
+            page.click("#instances tbody tr[data-id='order-1041']")
+                .await;
+            page.wait_for_text("#next-actions", "Ship").await;
             page.eval("document.getElementById('detail-panel').scrollIntoView();")
                 .await;
             save_screenshot(&page, &dir, &format!("{name}-detail"), window).await;
