@@ -691,7 +691,21 @@ fn refused_by(credential: &str, error: &azure_core::Error, secret: Option<&str>)
         ErrorKind::HttpResponse { status, .. } => Some(u16::from(*status)),
         _ => None,
     });
-    let mut message = super::errors::redact_urls(&chain_text(error));
+    // Entra ID's own words, which the OAuth client keeps out of its text.
+    let refusal = std::iter::successors(Some(error as &(dyn std::error::Error + 'static)), |e| {
+        e.source()
+    })
+    .find_map(|e| e.downcast_ref::<oauth2::basic::BasicRequestTokenError<azure_core::Error>>())
+    .and_then(|e| match e {
+        oauth2::RequestTokenError::ServerResponse(answer) => {
+            Some(match answer.error_description() {
+                Some(description) => format!("{}: {description}", answer.error()),
+                None => answer.error().to_string(),
+            })
+        }
+        _ => None,
+    });
+    let mut message = super::errors::redact_urls(&refusal.unwrap_or_else(|| chain_text(error)));
     if let Some(secret) = secret.filter(|s| !s.is_empty()) {
         message = message.replace(secret, "<redacted>");
     }
