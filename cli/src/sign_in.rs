@@ -24,6 +24,8 @@ pub enum CredentialKind {
 
 /// Sign-in with Microsoft Entra ID. Each option stands for a setting of a
 /// Functions app, which the environment may hold instead.
+// The docs are the help text, which shows URLs as they are.
+#[allow(rustdoc::bare_urls)]
 #[derive(Args, Debug, Default)]
 #[command(next_help_heading = "Sign-in with Microsoft Entra ID (instead of a connection string)")]
 pub struct SignIn {
