@@ -390,6 +390,13 @@ impl ManagedIdentityCredential {
                     format!("no answer within {} s", MANAGED_IDENTITY_TIMEOUT.as_secs()),
                     true,
                 )
+            } else if e.is_connect() && chain_text(&e).contains("certificate") {
+                (
+                    "its TLS certificate is not trusted (for a certificate of your own CA, \
+                     name a PEM file of the CA in SSL_CERT_FILE)"
+                        .to_owned(),
+                    false,
+                )
             } else if e.is_connect() {
                 ("it cannot be reached".to_owned(), false)
             } else {
