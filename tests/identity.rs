@@ -568,3 +568,139 @@ fn without_any_identity_the_error_names_what_was_tried() {
         assert!(line.contains(named), "{named}: {line}");
     }
 }
+
+#[tokio::test]
+async fn sign_in_requests_go_through_the_stores_client_and_its_roots() {
+    // Both token endpoints over HTTPS with the test's certificate: only a
+    // client that trusts it (the store's) can reach them.
+    let token = rig::storage_token();
+    let managed = TokenServer::start_tls({
+        let token = token.clone();
+        move |_| (200, rig::managed_identity_answer(&token, 3600))
+    });
+    let config = StorageConfig::from_settings([
+        (
+            "AzureWebJobsStorage__tableServiceUri",
+            rig::secure_azurite().table_endpoint(),
+        ),
+        (
+            "AzureWebJobsStorage__credential",
+            "managedidentity".to_owned(),
+        ),
+        ("IDENTITY_ENDPOINT", managed.url("/msi/token")),
+        ("IDENTITY_HEADER", IDENTITY_HEADER.to_owned()),
+    ])
+    .unwrap()
+    .unwrap();
+    assert!(managed.url("").starts_with("https://"));
+    InstanceStore::connect_with(&config, &hub(), options())
+        .await
+        .expect("the managed identity endpoint is reached over HTTPS");
+    assert_eq!(managed.requests().len(), 1);
+
+    let entra = TokenServer::start_tls(move |_| {
+        (
+            200,
+            serde_json::json!({"token_type": "Bearer", "expires_in": 3600, "access_token": token})
+                .to_string(),
+        )
+    });
+    let config = StorageConfig::from_settings([
+        (
+            "AzureWebJobsStorage__tableServiceUri",
+            rig::secure_azurite().table_endpoint(),
+        ),
+        ("AZURE_TENANT_ID", rig::TENANT.to_owned()),
+        ("AZURE_CLIENT_ID", "app".to_owned()),
+        ("AZURE_CLIENT_SECRET", "client-secret-for-https".to_owned()),
+        ("AZURE_AUTHORITY_HOST", entra.url("")),
+    ])
+    .unwrap()
+    .unwrap();
+    InstanceStore::connect_with(&config, &hub(), options())
+        .await
+        .expect("Entra ID is reached over HTTPS");
+    assert_eq!(entra.requests().len(), 1);
+}
+
+#[tokio::test]
+async fn an_accepted_token_without_a_data_role_names_the_role() {
+    // A table service standing for a real account that knows the token but
+    // finds no role assignment for it.
+    let account = TokenServer::start(|_| {
+        (
+            403,
+            r#"{"odata.error":{"code":"AuthorizationPermissionMismatch","message":{"lang":"en-US","value":"This request is not authorized to perform this operation using this permission.\nRequestId:1\nTime:2025-01-01T00:00:00Z"}}}"#
+                .to_owned(),
+        )
+    });
+    let identity = TokenServer::managed_identity(rig::storage_token());
+    let config = StorageConfig::from_settings([
+        (
+            "AzureWebJobsStorage__tableServiceUri",
+            account.url("/myaccount"),
+        ),
+        (
+            "AzureWebJobsStorage__credential",
+            "managedidentity".to_owned(),
+        ),
+        ("IDENTITY_ENDPOINT", identity.url("/msi/token")),
+        ("IDENTITY_HEADER", IDENTITY_HEADER.to_owned()),
+    ])
+    .unwrap()
+    .unwrap();
+    let error = InstanceStore::connect_with(&config, &hub(), options())
+        .await
+        .expect_err("no role");
+    match &error {
+        Error::Storage {
+            status: 403,
+            code: Some(code),
+            message,
+        } if code == "AuthorizationPermissionMismatch" => assert!(
+            message.contains("no data role")
+                && message.contains("Storage Table Data Contributor")
+                && message.contains("Storage Table Data Reader")
+                && message.contains("using this permission"),
+            "{message}"
+        ),
+        other => panic!("{other:?}"),
+    }
+    let sent = account.requests();
+    assert_eq!(
+        sent[0]
+            .header("authorization")
+            .map(|a| a.starts_with("Bearer ey")),
+        Some(true),
+        "the token went to the account: {sent:?}"
+    );
+}
+
+#[tokio::test]
+async fn an_identity_endpoint_that_does_not_answer_fails_after_five_seconds() {
+    let server = TokenServer::start(|_| {
+        std::thread::sleep(Duration::from_secs(8));
+        (200, "{}".to_owned())
+    });
+    let config = managed_identity_settings(&server, &[]);
+    let started = std::time::Instant::now();
+    let error =
+        InstanceStore::connect_with(&config, &hub(), options().retry_budget(Duration::ZERO))
+            .await
+            .expect_err("no answer");
+    let waited = started.elapsed();
+    assert!(
+        (Duration::from_secs(5)..Duration::from_secs(7)).contains(&waited),
+        "{waited:?}"
+    );
+    match &error {
+        Error::SignIn {
+            status: None,
+            message,
+            transient: true,
+            ..
+        } => assert_eq!(message, "no answer within 5 s"),
+        other => panic!("{other:?}"),
+    }
+    assert!(error.is_transient());
+}

@@ -9,7 +9,7 @@
 #![allow(dead_code)] // each binary uses a part of it
 
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -204,12 +204,26 @@ type Answer = dyn Fn(&Recorded) -> (u16, String) + Send + Sync;
 /// `answer`: a managed identity endpoint, or Entra ID's token endpoint.
 pub struct TokenServer {
     port: u16,
+    scheme: &'static str,
     requests: Arc<Mutex<Vec<Recorded>>>,
     stop: Arc<AtomicBool>,
 }
 
 impl TokenServer {
     pub fn start(answer: impl Fn(&Recorded) -> (u16, String) + Send + Sync + 'static) -> Self {
+        Self::start_with(None, answer)
+    }
+
+    /// [`TokenServer::start`] over HTTPS, with the test's certificate.
+    pub fn start_tls(answer: impl Fn(&Recorded) -> (u16, String) + Send + Sync + 'static) -> Self {
+        Self::start_with(Some(server_tls()), answer)
+    }
+
+    fn start_with(
+        tls: Option<Arc<rustls::ServerConfig>>,
+        answer: impl Fn(&Recorded) -> (u16, String) + Send + Sync + 'static,
+    ) -> Self {
+        let scheme = if tls.is_some() { "https" } else { "http" };
         let listener = TcpListener::bind("127.0.0.1:0").expect("a loopback port");
         let port = listener.local_addr().unwrap().port();
         let requests = Arc::new(Mutex::new(Vec::new()));
@@ -223,11 +237,28 @@ impl TokenServer {
                 }
                 let Ok(stream) = stream else { continue };
                 let (recorded, answer) = (Arc::clone(&recorded), Arc::clone(&answer));
-                std::thread::spawn(move || serve(stream, &recorded, answer.as_ref()));
+                let tls = tls.clone();
+                std::thread::spawn(move || {
+                    let _ = stream.set_read_timeout(Some(Duration::from_secs(10)));
+                    match tls {
+                        None => serve(stream, &recorded, answer.as_ref()),
+                        Some(config) => {
+                            let Ok(connection) = rustls::ServerConnection::new(config) else {
+                                return;
+                            };
+                            serve(
+                                rustls::StreamOwned::new(connection, stream),
+                                &recorded,
+                                answer.as_ref(),
+                            )
+                        }
+                    }
+                });
             }
         });
         TokenServer {
             port,
+            scheme,
             requests,
             stop,
         }
@@ -240,7 +271,7 @@ impl TokenServer {
     }
 
     pub fn url(&self, path: &str) -> String {
-        format!("http://127.0.0.1:{}{path}", self.port)
+        format!("{}://127.0.0.1:{}{path}", self.scheme, self.port)
     }
 
     pub fn requests(&self) -> Vec<Recorded> {
@@ -255,42 +286,58 @@ impl Drop for TokenServer {
     }
 }
 
-fn serve(stream: TcpStream, recorded: &Mutex<Vec<Recorded>>, answer: &Answer) {
-    let _ = stream.set_read_timeout(Some(Duration::from_secs(10)));
-    let mut reader = BufReader::new(match stream.try_clone() {
-        Ok(s) => s,
-        Err(_) => return,
-    });
-    let mut line = String::new();
-    if reader.read_line(&mut line).unwrap_or(0) == 0 {
-        return;
+/// The test's certificate, for a server.
+fn server_tls() -> Arc<rustls::ServerConfig> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let tls = tls();
+    let certificates = CertificateDer::pem_file_iter(&tls.certificate)
+        .unwrap()
+        .collect::<Result<Vec<_>, _>>()
+        .unwrap();
+    let key = PrivateKeyDer::from_pem_file(&tls.key).unwrap();
+    Arc::new(
+        rustls::ServerConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(certificates, key)
+        .unwrap(),
+    )
+}
+
+/// Reads one request from `stream`, records it, and answers it.
+fn serve<S: Read + Write>(mut stream: S, recorded: &Mutex<Vec<Recorded>>, answer: &Answer) {
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        match stream.read(&mut byte) {
+            Ok(1) => head.push(byte[0]),
+            _ => return,
+        }
     }
-    let mut parts = line.split_whitespace();
+    let head = String::from_utf8_lossy(&head).into_owned();
+    let mut lines = head.lines();
+    let mut parts = lines.next().unwrap_or_default().split_whitespace();
     let (method, target) = (
         parts.next().unwrap_or_default().to_owned(),
         parts.next().unwrap_or_default().to_owned(),
     );
-    let mut headers = Vec::new();
-    loop {
-        let mut header = String::new();
-        if reader.read_line(&mut header).unwrap_or(0) == 0 {
-            break;
-        }
-        let header = header.trim_end();
-        if header.is_empty() {
-            break;
-        }
-        if let Some((k, v)) = header.split_once(':') {
-            headers.push((k.trim().to_owned(), v.trim().to_owned()));
-        }
-    }
+    let headers: Vec<(String, String)> = lines
+        .filter_map(|line| line.split_once(':'))
+        .map(|(k, v)| (k.trim().to_owned(), v.trim().to_owned()))
+        .collect();
     let length = headers
         .iter()
         .find(|(k, _)| k.eq_ignore_ascii_case("content-length"))
         .and_then(|(_, v)| v.parse::<usize>().ok())
         .unwrap_or(0);
     let mut body = vec![0; length];
-    let _ = reader.read_exact(&mut body);
+    if stream.read_exact(&mut body).is_err() {
+        return;
+    }
     let request = Recorded {
         method,
         target,
@@ -299,7 +346,6 @@ fn serve(stream: TcpStream, recorded: &Mutex<Vec<Recorded>>, answer: &Answer) {
     };
     recorded.lock().unwrap().push(request.clone());
     let (status, body) = answer(&request);
-    let mut stream = stream;
     let _ = write!(
         stream,
         "HTTP/1.1 {status} X\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
