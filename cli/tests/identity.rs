@@ -235,6 +235,21 @@ fn refusals_are_one_clear_line_without_secrets() {
 }
 
 #[test]
+fn a_connection_string_and_sign_in_options_are_exclusive() {
+    let line = error_line(run(
+        &[
+            "--connection-string",
+            "UseDevelopmentStorage=true",
+            "--account-name",
+            "a",
+            "list",
+        ],
+        &[],
+    ));
+    assert!(line.contains("exclusive"), "{line}");
+}
+
+#[test]
 fn help_says_how_to_sign_in() {
     let output = Command::new(BIN).arg("--help").output().unwrap();
     let help = String::from_utf8(output.stdout).unwrap();

@@ -36,11 +36,11 @@ pub struct Tls {
 pub fn tls() -> &'static Tls {
     static TLS: OnceLock<Tls> = OnceLock::new();
     TLS.get_or_init(|| {
-        let dir = std::env::temp_dir().join(format!(
-            "durable-status-tls-{}-{}",
-            std::process::id(),
-            fastrand::u64(..)
-        ));
+        // Under the build's own scratch folder (cargo clean takes it), one
+        // folder per run; those of runs that have ended go.
+        let parent = Path::new(env!("CARGO_TARGET_TMPDIR")).join("sign-in");
+        remove_ended_runs(&parent);
+        let dir = parent.join(format!("{}-{}", std::process::id(), fastrand::u64(..)));
         std::fs::create_dir_all(&dir).expect("a folder for the certificate");
         // A leaf, not a CA: webpki refuses a CA certificate as a server's.
         let made = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_owned()])
@@ -55,6 +55,20 @@ pub fn tls() -> &'static Tls {
             key,
         }
     })
+}
+
+/// Removes the folders of runs whose process is gone (where /proc tells).
+fn remove_ended_runs(parent: &Path) {
+    if !Path::new("/proc/self").exists() {
+        return;
+    }
+    for entry in std::fs::read_dir(parent).into_iter().flatten().flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let pid = name.split('-').next().unwrap_or_default();
+        if !pid.is_empty() && !Path::new("/proc").join(pid).exists() {
+            let _ = std::fs::remove_dir_all(entry.path());
+        }
+    }
 }
 
 /// Azurite over HTTPS with the test's certificate, accepting bearer tokens:
