@@ -1,8 +1,20 @@
 //! Where the table service is and how to sign in: connection strings,
-//! account keys, SAS tokens. Secrets never show in `Debug` output or errors.
+//! account keys, SAS tokens, Microsoft Entra ID identities (and the
+//! identity-based settings of a Functions app). Secrets never show in
+//! `Debug` output or errors.
+
+mod functions;
+pub(crate) mod identity;
 
 use std::fmt;
+use std::path::PathBuf;
 use std::time::Duration;
+
+pub use identity::{
+    DeveloperSignIn, Identity, ManagedIdentity, ManagedIdentityEndpoint, ManagedIdentityId,
+    ServicePrincipal, ServicePrincipalProof, IDENTITY_ENDPOINT_VARIABLE, IDENTITY_HEADER_VARIABLE,
+    IMDS_ENDPOINT, PUBLIC_AUTHORITY_HOST,
+};
 
 use crate::error::{Error, Result};
 use crate::format::limits::{DEFAULT_CUSTOM_STATUS_LIMIT, MAX_CUSTOM_STATUS_LIMIT};
@@ -13,7 +25,9 @@ pub const EMULATOR_ACCOUNT: &str = "devstoreaccount1";
 pub const EMULATOR_ACCOUNT_KEY: &str =
     "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw==";
 
-/// The environment variables read by [`StorageConfig::from_env`], in order.
+/// The environment variables of a connection string that
+/// [`StorageConfig::from_env`] reads, in order (see there for the
+/// identity-based settings between them).
 pub const CONNECTION_STRING_VARIABLES: [&str; 2] =
     ["AzureWebJobsStorage", "AZURE_STORAGE_CONNECTION_STRING"];
 
@@ -53,6 +67,12 @@ pub enum Credentials {
     },
     /// A shared access signature (the query string, with or without `?`).
     SharedAccessSignature(Secret),
+    /// Microsoft Entra ID: a bearer token of this identity on every request
+    /// (HTTPS only, but on loopback). The identity needs a data role on
+    /// the account: Storage Table Data Contributor for the tables, Storage
+    /// Blob Data Contributor for the large-payload blobs (the Reader roles
+    /// for reading only).
+    Token(Identity),
 }
 
 /// Where the table service is and how to sign in.
@@ -107,6 +127,19 @@ impl StorageConfig {
                 account: account.clone(),
                 key: Secret::new(key),
             },
+            account,
+        })
+    }
+
+    /// A public-cloud account (`https://{account}.table.core.windows.net`,
+    /// and `.blob.`) reached with a Microsoft Entra ID identity.
+    pub fn token(account: impl Into<String>, identity: Identity) -> Result<Self> {
+        let account = account.into();
+        validate_account(&account)?;
+        Ok(StorageConfig {
+            table_endpoint: format!("https://{account}.table.core.windows.net"),
+            blob_endpoint: Some(format!("https://{account}.blob.core.windows.net")),
+            credentials: Credentials::Token(identity),
             account,
         })
     }
@@ -212,24 +245,63 @@ impl StorageConfig {
         self
     }
 
-    /// Reads a connection string from `AzureWebJobsStorage`, then
-    /// `AZURE_STORAGE_CONNECTION_STRING`. `Ok(None)` when neither is set.
+    /// The storage settings of the process environment, read as a
+    /// Functions app reads them (see [`StorageConfig::from_settings`]).
+    /// `Ok(None)` when none is set.
     pub fn from_env() -> Result<Option<Self>> {
-        Self::from_variables(|name| std::env::var(name).ok())
+        Self::from_settings(
+            std::env::vars_os().filter_map(|(key, value)| {
+                Some((key.into_string().ok()?, value.into_string().ok()?))
+            }),
+        )
     }
 
-    /// [`StorageConfig::from_env`] with the variables looked up by `lookup`.
+    /// [`StorageConfig::from_settings`] with the settings looked up by
+    /// `lookup`, which is asked for each name in its usual spelling
+    /// (`AzureWebJobsStorage__accountName`, then
+    /// `AzureWebJobsStorage:accountName`, ...); `from_settings` takes keys
+    /// in any case.
     pub fn from_variables(lookup: impl Fn(&str) -> Option<String>) -> Result<Option<Self>> {
-        for name in CONNECTION_STRING_VARIABLES {
-            if let Some(value) = lookup(name) {
-                if !value.trim().is_empty() {
-                    return Self::from_connection_string(&value)
-                        .map(Some)
-                        .map_err(|e| Error::Config(format!("{name}: {e}")));
-                }
-            }
-        }
-        Ok(None)
+        Self::from_settings(
+            functions::known_names()
+                .into_iter()
+                .filter_map(|name| lookup(&name).map(|value| (name, value))),
+        )
+    }
+
+    /// The storage connection that settings (environment variables, app
+    /// settings) describe, as the Functions host reads `AzureWebJobsStorage`.
+    /// Keys are case-insensitive, and `:` separates sections as `__` does;
+    /// blank values count as unset. In order:
+    ///
+    /// 1. `ConnectionStrings:AzureWebJobsStorage`, then `AzureWebJobsStorage`:
+    ///    a connection string (it wins over the settings below);
+    /// 2. an identity-based connection, when any `AzureWebJobsStorage__`
+    ///    setting is set:
+    ///    - `__accountName`: the account, with the public cloud's endpoints
+    ///      (`https://{name}.table.core.windows.net`, and `.blob.`);
+    ///    - `__tableServiceUri`, `__blobServiceUri`: explicit endpoints
+    ///      (other clouds, private endpoints, an emulator), each winning
+    ///      over the one derived from the account name;
+    ///    - `__credential` = `managedidentity`: the app's managed identity
+    ///      (`IDENTITY_ENDPOINT` and `IDENTITY_HEADER`, set by App Service
+    ///      and Functions); system-assigned, or user-assigned by
+    ///      `__clientId` (or `__managedIdentityClientId`),
+    ///      `__managedIdentityResourceId` or `__managedIdentityObjectId`:
+    ///      naming more than one is [`Error::AmbiguousIdentity`];
+    ///    - without `__credential`: [`Identity::Developer`], a service
+    ///      principal (`__tenantId`, `__clientId` and `__clientSecret`, or
+    ///      the `AZURE_*` variables), else the App Service managed identity
+    ///      (user-assigned when `__clientId` or another id names one), else
+    ///      the Azure CLI's sign-in;
+    /// 3. `AZURE_STORAGE_CONNECTION_STRING`, a connection string.
+    ///
+    /// `Ok(None)` when none of them is set. Errors name the setting at
+    /// fault, never a secret.
+    pub fn from_settings<K: AsRef<str>, V: Into<String>>(
+        settings: impl IntoIterator<Item = (K, V)>,
+    ) -> Result<Option<Self>> {
+        functions::storage_config(&functions::Settings::new(settings))
     }
 }
 
@@ -319,6 +391,10 @@ pub struct StoreOptions {
     /// over 60 KiB goes to a gzip blob, as Durable Functions does, up to this
     /// size; reads of blobs stop at it too. Default 16 MiB.
     pub large_payload_limit: usize,
+    /// PEM files of certificates to trust besides the built-in roots (and
+    /// those of `SSL_CERT_FILE`, always read): the CA of a TLS-inspecting
+    /// proxy, an emulator's own certificate.
+    pub extra_root_certificates: Vec<PathBuf>,
 }
 
 /// The default of [`StoreOptions::large_payload_limit`].
@@ -338,6 +414,7 @@ impl Default for StoreOptions {
             conflict_retries: 200,
             scan_concurrency: DEFAULT_SCAN_CONCURRENCY,
             large_payload_limit: DEFAULT_LARGE_PAYLOAD_LIMIT,
+            extra_root_certificates: Vec::new(),
         }
     }
 }
@@ -378,6 +455,13 @@ impl StoreOptions {
     /// in bytes of UTF-16 (at least 61,440: what a column keeps).
     pub fn large_payload_limit(mut self, bytes: usize) -> Self {
         self.large_payload_limit = bytes;
+        self
+    }
+
+    /// Trusts the certificates of a PEM file besides the built-in roots,
+    /// for the account's requests and its sign-in.
+    pub fn extra_root_certificate(mut self, pem_file: impl Into<PathBuf>) -> Self {
+        self.extra_root_certificates.push(pem_file.into());
         self
     }
 

@@ -84,6 +84,54 @@ const PORT_ATTEMPTS: usize = 5;
 pub struct Azurite {
     table: Service,
     blob: Service,
+    /// `http` or `https`.
+    scheme: &'static str,
+}
+
+/// How [`Azurite::start_with`] runs the emulator: over HTTP with Shared Key
+/// and SAS by default.
+#[derive(Debug, Clone, Default)]
+#[non_exhaustive]
+pub struct AzuriteOptions {
+    /// Serve HTTPS with this certificate and key (PEM files) instead of
+    /// HTTP. The certificate must name `127.0.0.1` (an IP SAN) and must not
+    /// be a CA certificate.
+    pub https: Option<(PathBuf, PathBuf)>,
+    /// Accept bearer tokens too (Azurite's `--oauth basic`): it checks
+    /// their lifetime, issuer and audience, not their signature, and only
+    /// over HTTPS.
+    pub oauth: bool,
+}
+
+impl AzuriteOptions {
+    /// Serves HTTPS with this certificate and key (PEM files).
+    pub fn https(mut self, certificate: impl Into<PathBuf>, key: impl Into<PathBuf>) -> Self {
+        self.https = Some((certificate.into(), key.into()));
+        self
+    }
+
+    /// Accepts bearer tokens (`--oauth basic`).
+    pub fn oauth(mut self, oauth: bool) -> Self {
+        self.oauth = oauth;
+        self
+    }
+
+    /// Azurite's own flags for these options.
+    fn azurite_flags(&self) -> Vec<std::ffi::OsString> {
+        let mut flags = Vec::new();
+        if self.oauth {
+            flags.extend(["--oauth".into(), "basic".into()]);
+        }
+        if let Some((certificate, key)) = &self.https {
+            flags.extend([
+                "--cert".into(),
+                certificate.clone().into_os_string(),
+                "--key".into(),
+                key.clone().into_os_string(),
+            ]);
+        }
+        flags
+    }
 }
 
 /// One of Azurite's services, in a process of its own.
@@ -144,7 +192,18 @@ impl Azurite {
     /// node cannot run or fail, or the emulator does not get ready in time.
     pub fn start() -> Result<Self> {
         let (dir, existing) = install_location()?;
-        Self::prepare_and_start(&dir, existing)
+        Self::prepare_and_start(&dir, existing, &AzuriteOptions::default())
+    }
+
+    /// Like [`Azurite::start`], with these options: over HTTPS, with bearer
+    /// tokens accepted.
+    ///
+    /// # Errors
+    ///
+    /// As for [`Azurite::start`].
+    pub fn start_with(options: AzuriteOptions) -> Result<Self> {
+        let (dir, existing) = install_location()?;
+        Self::prepare_and_start(&dir, existing, &options)
     }
 
     /// Like [`Azurite::start`], in the caller's folder `dir` (created when
@@ -155,15 +214,21 @@ impl Azurite {
     ///
     /// As for [`Azurite::start`].
     pub fn start_in(dir: &Path) -> Result<Self> {
-        Self::prepare_and_start(dir, Existing::Keep)
+        Self::prepare_and_start(dir, Existing::Keep, &AzuriteOptions::default())
     }
 
-    fn prepare_and_start(dir: &Path, existing: Existing) -> Result<Self> {
+    fn prepare_and_start(dir: &Path, existing: Existing, options: &AzuriteOptions) -> Result<Self> {
         write_recipe(dir, existing)?;
         install_if_missing(dir)?;
+        let flags = options.azurite_flags();
         Ok(Azurite {
-            table: Service::start(dir, ServiceKind::Table)?,
-            blob: Service::start(dir, ServiceKind::Blob)?,
+            table: Service::start(dir, ServiceKind::Table, &flags)?,
+            blob: Service::start(dir, ServiceKind::Blob, &flags)?,
+            scheme: if options.https.is_some() {
+                "https"
+            } else {
+                "http"
+            },
         })
     }
 
@@ -192,10 +257,12 @@ impl Azurite {
         self.config().table_endpoint
     }
 
-    /// The blob endpoint, `http://127.0.0.1:PORT/devstoreaccount1`.
+    /// The blob endpoint, `http://127.0.0.1:PORT/devstoreaccount1` (`https`
+    /// when started so).
     pub fn blob_endpoint(&self) -> String {
         format!(
-            "http://127.0.0.1:{}/{}",
+            "{}://127.0.0.1:{}/{}",
+            self.scheme,
             self.blob.port,
             crate::config::EMULATOR_ACCOUNT
         )
@@ -203,15 +270,16 @@ impl Azurite {
 
     /// A configuration for the emulator's development account, both services.
     pub fn config(&self) -> StorageConfig {
-        StorageConfig::emulator_at(&format!("http://127.0.0.1:{}", self.table.port))
+        StorageConfig::emulator_at(&format!("{}://127.0.0.1:{}", self.scheme, self.table.port))
             .with_blob_endpoint(self.blob_endpoint())
     }
 
     /// A connection string for it, for tools that take one.
     pub fn connection_string(&self) -> String {
         format!(
-            "DefaultEndpointsProtocol=http;AccountName={account};AccountKey={key};\
+            "DefaultEndpointsProtocol={scheme};AccountName={account};AccountKey={key};\
              TableEndpoint={table};BlobEndpoint={blob};",
+            scheme = self.scheme,
             account = crate::config::EMULATOR_ACCOUNT,
             key = crate::config::EMULATOR_ACCOUNT_KEY,
             table = self.table_endpoint(),
@@ -223,11 +291,11 @@ impl Azurite {
 impl Service {
     /// Starts a service on a free port (another, should another process
     /// take the port first).
-    fn start(dir: &Path, kind: ServiceKind) -> Result<Self> {
+    fn start(dir: &Path, kind: ServiceKind, flags: &[std::ffi::OsString]) -> Result<Self> {
         let mut last_error = None;
         for _ in 0..PORT_ATTEMPTS {
             let port = free_port()?;
-            match Self::start_on(dir, kind, port) {
+            match Self::start_on(dir, kind, port, flags) {
                 Ok(service) => return Ok(service),
                 Err(e) if e.to_string().contains("EADDRINUSE") => last_error = Some(e),
                 Err(e) => return Err(e),
@@ -236,12 +304,19 @@ impl Service {
         Err(last_error.unwrap_or_else(|| Error::Emulator("no free port".into())))
     }
 
-    fn start_on(dir: &Path, kind: ServiceKind, port: u16) -> Result<Self> {
+    fn start_on(
+        dir: &Path,
+        kind: ServiceKind,
+        port: u16,
+        flags: &[std::ffi::OsString],
+    ) -> Result<Self> {
         let script = dir.join(SERVER_SCRIPT);
         let ready_line = kind.ready_line();
         let mut child = Command::new("node")
             .arg(&script)
             .args(server_args(kind, port))
+            .args(if flags.is_empty() { None } else { Some("--") })
+            .args(flags)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())

@@ -132,6 +132,39 @@ pub enum Error {
         reason: String,
     },
 
+    /// The settings name more than one managed identity (a client id and a
+    /// resource id, say); only one may be named.
+    #[error("more than one managed identity is named ({}): set only one of them", .settings.join(", "))]
+    AmbiguousIdentity {
+        /// The settings that name one.
+        settings: Vec<String>,
+    },
+
+    /// No identity could sign in with Microsoft Entra ID: nothing the
+    /// sign-in looks for is configured (or the Azure CLI, last in the
+    /// developer chain, gave no token). Nothing was sent to storage.
+    #[error("no identity to sign in to storage with; tried {}", .tried.join("; "))]
+    NoIdentity {
+        /// What was looked for, and why each could not sign in.
+        tried: Vec<String>,
+    },
+
+    /// A token was asked for and not given: the identity endpoint or
+    /// Entra ID refused, or could not be reached. Nothing was sent to
+    /// storage.
+    #[error("sign-in failed: {credential} gave no token{}: {message}", status_suffix(.status))]
+    SignIn {
+        /// Who was asked (an endpoint, a service principal), never a secret.
+        credential: String,
+        /// The HTTP status of its answer, when one came.
+        status: Option<u16>,
+        /// What it said.
+        message: String,
+        /// Whether asking again later may succeed (throttling, server
+        /// errors, no answer in time).
+        transient: bool,
+    },
+
     /// The storage service answered with an error.
     #[error("storage request failed with HTTP {status}{}: {message}", code_suffix(.code))]
     Storage {
@@ -196,6 +229,13 @@ fn in_kib(limit: usize, unit: SizeUnit) -> String {
     }
 }
 
+fn status_suffix(status: &Option<u16>) -> String {
+    match status {
+        Some(status) => format!(" (HTTP {status})"),
+        None => String::new(),
+    }
+}
+
 fn code_suffix(code: &Option<String>) -> String {
     match code {
         Some(code) => format!(" ({code})"),
@@ -211,6 +251,7 @@ impl Error {
         match self {
             Error::Storage { status, .. } => matches!(status, 408 | 429 | 500 | 502 | 503 | 504),
             Error::Transport { .. } => true,
+            Error::SignIn { transient, .. } => *transient,
             Error::PurgeInterrupted { source, .. } => source.is_transient(),
             _ => false,
         }

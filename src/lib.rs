@@ -2,6 +2,7 @@
 #![deny(missing_docs)]
 
 pub mod config;
+pub mod credential;
 #[cfg(feature = "emulator")]
 pub mod emulator;
 mod error;
@@ -13,7 +14,8 @@ mod store;
 mod table;
 
 pub use config::{
-    Credentials, Secret, StorageConfig, StoreOptions, DEFAULT_SCAN_CONCURRENCY,
+    Credentials, DeveloperSignIn, Identity, ManagedIdentity, ManagedIdentityEndpoint,
+    ManagedIdentityId, Secret, StorageConfig, StoreOptions, DEFAULT_SCAN_CONCURRENCY,
     MAX_SCAN_CONCURRENCY,
 };
 pub use error::{Cause, Error, Result, SizeUnit, TransportKind};

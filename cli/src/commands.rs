@@ -19,9 +19,24 @@ use time::OffsetDateTime;
 /// Keep and serve the status of Durable Functions orchestrations in Azure
 /// Table Storage.
 #[derive(Parser)]
-#[command(name = "durable-status", version, about, max_term_width = 100)]
+#[command(
+    name = "durable-status",
+    version,
+    about,
+    max_term_width = 100,
+    after_help = "Storage is reached with a connection string, or with Microsoft Entra ID: a \
+                  managed identity, or the developer's sign-in (AZURE_* variables, then az \
+                  login). The identity needs the data role Storage Table Data Contributor on \
+                  the account (Storage Table Data Reader to read only). The environment may \
+                  hold the settings of a Functions app instead of the options: \
+                  AzureWebJobsStorage (a connection string), or AzureWebJobsStorage__accountName, \
+                  __tableServiceUri, __blobServiceUri, __credential=managedidentity and \
+                  __clientId. To trust the certificate of a proxy or an emulator signed by a CA \
+                  of your own, name a PEM file of it in SSL_CERT_FILE."
+)]
 pub struct Cli {
-    /// Storage connection string [default: $AzureWebJobsStorage, then
+    /// Storage connection string [default: $AzureWebJobsStorage, then the
+    /// AzureWebJobsStorage__* settings of an identity-based connection, then
     /// $AZURE_STORAGE_CONNECTION_STRING, then the local emulator; the demo
     /// uses its own emulator unless this is given]
     #[arg(long, global = true, value_name = "TEXT")]
@@ -30,6 +45,9 @@ pub struct Cli {
     /// The task hub
     #[arg(long, global = true, default_value = "TestHubName")]
     task_hub: String,
+
+    #[command(flatten)]
+    sign_in: crate::sign_in::SignIn,
 
     #[command(subcommand)]
     command: Command,
@@ -300,6 +318,14 @@ pub fn storage_config(connection_string: Option<&str>) -> Result<Option<StorageC
 }
 
 pub async fn run(cli: Cli) -> Result<ExitCode> {
+    if cli.sign_in.given() {
+        if cli.connection_string.is_some() {
+            bail!("--connection-string and the sign-in options (--account-name, --credential, ...) are exclusive");
+        }
+        if matches!(cli.command, Command::Demo { .. }) {
+            bail!("demo runs on its own emulator, or on --connection-string: the sign-in options do not apply");
+        }
+    }
     if let Command::Demo { addr, key, serving } = cli.command {
         // Only an explicit connection string takes the demo off the
         // emulator: one exported for a Functions app must not receive
@@ -311,7 +337,11 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
             .transpose()?;
         return crate::demo::run(config, &cli.task_hub, addr, keys(key), &serving).await;
     }
-    let configured = storage_config(cli.connection_string.as_deref())?;
+    let configured = if cli.sign_in.given() {
+        Some(cli.sign_in.config()?)
+    } else {
+        storage_config(cli.connection_string.as_deref())?
+    };
     let defaulted = configured.is_none();
     let config = configured.unwrap_or_else(StorageConfig::development_storage);
     let endpoint = config.table_endpoint.clone();

@@ -2,6 +2,7 @@
 
 mod commands;
 mod demo;
+mod sign_in;
 
 use std::process::ExitCode;
 

@@ -5,12 +5,12 @@
 
 use std::sync::Arc;
 
-use azure_core::{RetryOptions, TransportOptions};
+use azure_core::{ClientOptions, RetryOptions, TransportOptions};
 use azure_storage::CloudLocation;
 use azure_storage_blobs::prelude::{BlobServiceClient, ClientBuilder, ContainerClient};
 use futures::StreamExt;
 
-use super::TableClient;
+use super::{DataService, Refusals, TableClient};
 use crate::error::{Error, Result};
 
 /// A blob container of the account, reached like its tables.
@@ -40,8 +40,12 @@ impl TableClient {
             account: self.account.to_string(),
             uri: endpoint.to_owned(),
         };
+        // A refused request says which data role the identity lacks.
+        let client_options = ClientOptions::default()
+            .per_retry_policies(vec![Arc::new(Refusals(DataService::Blob)) as Arc<_>]);
         let service: BlobServiceClient =
             ClientBuilder::with_location(location, self.credentials.clone())
+                .client_options(client_options)
                 .transport(TransportOptions::new(self.http.clone()))
                 .retry(RetryOptions::none())
                 .blob_service_client();

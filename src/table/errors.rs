@@ -3,6 +3,8 @@
 
 use azure_core::error::ErrorKind;
 
+use super::identity::SignInError;
+use super::refusals::Refusal;
 use crate::error::{chain_text, Cause, Error, TransportKind};
 
 /// Whether a failed request may be sent again, and whether the service may
@@ -43,6 +45,17 @@ impl Retry {
 /// query string (where a SAS token would be); a service error keeps the
 /// service's own message, not the client's dump of the whole response.
 pub(crate) fn map_error(error: azure_core::Error, endpoint: &str) -> (Error, Retry) {
+    // No token: nothing was sent to storage, so a transient failure of the
+    // sign-in is safe to retry.
+    if let Some(sign_in) = find::<SignInError>(&error) {
+        let error = Error::from(sign_in.clone());
+        let retry = if error.is_transient() {
+            Retry::SAFE
+        } else {
+            Retry::NO
+        };
+        return (error, retry);
+    }
     match error.kind().clone() {
         ErrorKind::HttpResponse {
             status: code,
@@ -55,9 +68,17 @@ pub(crate) fn map_error(error: azure_core::Error, endpoint: &str) -> (Error, Ret
                 408 | 500 | 502 | 504 => Retry::UNCERTAIN,
                 _ => Retry::NO,
             };
-            let message = error
-                .as_http_error()
-                .and_then(|e| e.error_message())
+            // A refusal (401, 403) comes explained; other answers keep the
+            // service's own message.
+            let explained = find::<Refusal>(&error).map(|refusal| refusal.0.clone());
+            let message = explained
+                .or_else(|| {
+                    error
+                        .as_http_error()
+                        .and_then(|e| e.error_message())
+                        .map(str::to_owned)
+                })
+                .as_deref()
                 .and_then(|m| m.lines().next())
                 .filter(|m| !m.trim().is_empty())
                 .map(|m| redact_urls(m.trim()))
@@ -107,8 +128,14 @@ fn transport(error: azure_core::Error, endpoint: &str) -> (Error, Retry) {
         && is_loopback(endpoint)
         && find::<std::io::Error>(&error)
             .is_some_and(|io| io.kind() == std::io::ErrorKind::ConnectionRefused);
+    let untrusted = kind == TransportKind::Connect
+        && causes(&error).any(|e| e.to_string().contains("certificate"));
     let endpoint = redact_urls(endpoint);
     let message = match kind {
+        TransportKind::Connect if untrusted => format!(
+            "cannot connect to {endpoint}: its TLS certificate is not trusted (for a certificate \
+             of your own CA, name a PEM file of the CA in SSL_CERT_FILE)"
+        ),
         TransportKind::Connect => format!("cannot connect to {endpoint}"),
         TransportKind::Timeout => format!("{endpoint} did not answer in time"),
         _ => format!("the connection to {endpoint} broke before the answer came"),
@@ -116,7 +143,7 @@ fn transport(error: azure_core::Error, endpoint: &str) -> (Error, Retry) {
     let retry = match kind {
         // Nothing listens on this machine's port: an emulator that is not
         // running will not start within a retry budget. Say so at once.
-        TransportKind::Connect if refused_on_loopback => Retry::NO,
+        TransportKind::Connect if refused_on_loopback || untrusted => Retry::NO,
         TransportKind::Connect => Retry::SAFE,
         _ => Retry::UNCERTAIN,
     };
@@ -137,7 +164,7 @@ fn transport(error: azure_core::Error, endpoint: &str) -> (Error, Retry) {
     )
 }
 
-fn is_loopback(endpoint: &str) -> bool {
+pub(super) fn is_loopback(endpoint: &str) -> bool {
     let host = endpoint
         .split_once("://")
         .map_or(endpoint, |(_, rest)| rest)

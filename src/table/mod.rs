@@ -12,15 +12,21 @@
 mod batch;
 mod blobs;
 mod errors;
+pub(crate) mod identity;
 mod metadata;
 mod pager;
+mod refusals;
 
 pub(crate) use blobs::BlobContainer;
 pub(crate) use metadata::ResponseFormat;
 pub(crate) use pager::{Continuation, Page, PageRequest};
+#[allow(unused_imports)] // the blob service's clients use it
+pub(crate) use refusals::{DataService, Refusals};
 
+use std::ffi::OsString;
 use std::fmt;
 use std::future::Future;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -67,9 +73,16 @@ impl fmt::Debug for TableClient {
     }
 }
 
+/// The variable that names a PEM file of certificates to trust besides the
+/// built-in roots.
+pub(crate) const SSL_CERT_FILE: &str = "SSL_CERT_FILE";
+
 /// The credentials that sign every request of `config`'s account, table
-/// and blob alike.
-pub(crate) fn storage_credentials(config: &StorageConfig) -> Result<StorageCredentials> {
+/// and blob alike; a token credential asks for its tokens on `http`.
+pub(crate) fn storage_credentials(
+    config: &StorageConfig,
+    http: &reqwest::Client,
+) -> Result<StorageCredentials> {
     Ok(match &config.credentials {
         Credentials::AccountKey { account, key } => StorageCredentials::access_key(
             account.clone(),
@@ -79,18 +92,91 @@ pub(crate) fn storage_credentials(config: &StorageConfig) -> Result<StorageCrede
             .map_err(|_| {
                 Error::Config("the shared access signature is not a valid query string".into())
             })?,
+        Credentials::Token(identity) => {
+            for endpoint in std::iter::once(&config.table_endpoint).chain(&config.blob_endpoint) {
+                refuse_plain_http(endpoint)?;
+            }
+            StorageCredentials::token_credential(identity::token_credential(identity, http)?)
+        }
     })
 }
 
-/// The HTTP client of every request to the account: pooled connections,
-/// the options' timeouts.
+/// A token goes over HTTPS only, or to this machine (an emulator, which
+/// refuses it over HTTP itself and says so).
+fn refuse_plain_http(endpoint: &str) -> Result<()> {
+    if endpoint.starts_with("http://") && !errors::is_loopback(endpoint) {
+        return Err(Error::Config(format!(
+            "{} is plain HTTP, and a sign-in token is sent over HTTPS only",
+            errors::redact_urls(endpoint)
+        )));
+    }
+    Ok(())
+}
+
+/// The HTTP client of every request to the account, and of its sign-in:
+/// pooled connections, the options' timeouts, and the built-in roots with
+/// the certificates of `SSL_CERT_FILE` and of the options beside them.
 pub(crate) fn http_client(options: &StoreOptions) -> Result<reqwest::Client> {
-    reqwest::Client::builder()
+    let mut builder = reqwest::Client::builder()
         .pool_idle_timeout(POOL_IDLE_TIMEOUT)
         .timeout(options.request_timeout)
-        .connect_timeout(options.request_timeout.min(Duration::from_secs(10)))
+        .connect_timeout(options.request_timeout.min(Duration::from_secs(10)));
+    for certificate in extra_roots(
+        std::env::var_os(SSL_CERT_FILE),
+        &options.extra_root_certificates,
+    )? {
+        builder = builder.add_root_certificate(certificate);
+    }
+    builder
         .build()
         .map_err(|e| Error::Config(format!("cannot build the HTTP client: {e}")))
+}
+
+/// The certificates of `SSL_CERT_FILE` (when set and not empty) and of
+/// `files`, each file checked: readable, PEM, at least one certificate that
+/// TLS can take as a root. Errors name the variable or the file.
+fn extra_roots(
+    ssl_cert_file: Option<OsString>,
+    files: &[PathBuf],
+) -> Result<Vec<reqwest::Certificate>> {
+    let from_variable = ssl_cert_file.filter(|v| !v.is_empty()).map(|v| {
+        (
+            format!("{SSL_CERT_FILE} ({})", Path::new(&v).display()),
+            PathBuf::from(v),
+        )
+    });
+    let from_options = files.iter().map(|file| {
+        (
+            format!("root certificate file {}", file.display()),
+            file.clone(),
+        )
+    });
+    let mut roots = Vec::new();
+    for (named, file) in from_variable.into_iter().chain(from_options) {
+        let pem = std::fs::read(&file)
+            .map_err(|e| Error::Config(format!("{named} cannot be read: {e}")))?;
+        let certificates = reqwest::Certificate::from_pem_bundle(&pem)
+            .ok()
+            .filter(|c| !c.is_empty())
+            .ok_or_else(|| {
+                Error::Config(format!(
+                    "{named} holds no PEM certificate (-----BEGIN CERTIFICATE-----)"
+                ))
+            })?;
+        // TLS checks a root only when a client is built: build one with them alone.
+        certificates
+            .iter()
+            .fold(
+                reqwest::Client::builder().tls_built_in_root_certs(false),
+                |builder, c| builder.add_root_certificate(c.clone()),
+            )
+            .build()
+            .map_err(|e| {
+                Error::Config(format!("{named} holds a certificate TLS cannot use: {e}"))
+            })?;
+        roots.extend(certificates);
+    }
+    Ok(roots)
 }
 
 /// What became of a write, and whether an earlier attempt of it may have
@@ -109,8 +195,9 @@ impl TableClient {
         table_name: &str,
         options: &StoreOptions,
     ) -> Result<Self> {
-        let credentials = storage_credentials(config)?;
-        let http: Arc<dyn azure_core::HttpClient> = Arc::new(http_client(options)?);
+        let http = http_client(options)?;
+        let credentials = storage_credentials(config, &http)?;
+        let http: Arc<dyn azure_core::HttpClient> = Arc::new(http);
         let location = CloudLocation::Custom {
             account: config.account.clone(),
             uri: config.table_endpoint.clone(),
@@ -119,7 +206,8 @@ impl TableClient {
         // `metadata`). The client options go first: the builder's transport
         // and retry setters write into them.
         let client_options = ClientOptions::default()
-            .per_call_policies(vec![Arc::new(metadata::MinimalMetadata) as Arc<_>]);
+            .per_call_policies(vec![Arc::new(metadata::MinimalMetadata) as Arc<_>])
+            .per_retry_policies(vec![Arc::new(Refusals(DataService::Table)) as Arc<_>]);
         // Retries are ours (see `send`): the crate's policy cannot tell a
         // write that may have been applied from one that was not.
         let service = TableServiceClientBuilder::with_location(location, credentials.clone())
@@ -386,6 +474,80 @@ mod tests {
     #[test]
     fn quotes_are_doubled_for_urls() {
         assert_eq!(odata_key("a'b''c"), "a''b''''c");
+    }
+
+    #[test]
+    fn root_certificates_are_read_and_checked_and_errors_name_their_source() {
+        let dir = std::env::temp_dir().join(format!("durable-status-roots-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let good = dir.join("good.pem");
+        let certified = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_owned()]).unwrap();
+        std::fs::write(&good, certified.cert.pem()).unwrap();
+        let not_pem = dir.join("not.pem");
+        std::fs::write(&not_pem, "hello").unwrap();
+        let bad_der = dir.join("bad.pem");
+        std::fs::write(
+            &bad_der,
+            "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n",
+        )
+        .unwrap();
+        let missing = dir.join("missing.pem");
+
+        assert_eq!(extra_roots(None, &[]).unwrap().len(), 0);
+        assert_eq!(
+            extra_roots(Some("".into()), &[]).unwrap().len(),
+            0,
+            "empty is unset"
+        );
+        assert_eq!(
+            extra_roots(Some(good.clone().into()), std::slice::from_ref(&good))
+                .unwrap()
+                .len(),
+            2
+        );
+        for (file, why) in [
+            (&missing, "cannot be read"),
+            (&not_pem, "holds no PEM certificate"),
+            (&bad_der, "TLS cannot use"),
+        ] {
+            let err = extra_roots(Some(file.clone().into()), &[]).unwrap_err();
+            assert!(matches!(err, Error::Config(_)), "{err:?}");
+            let text = err.to_string();
+            assert!(
+                text.contains("SSL_CERT_FILE")
+                    && text.contains(&file.display().to_string())
+                    && text.contains(why),
+                "{text}"
+            );
+            let text = extra_roots(None, std::slice::from_ref(file))
+                .unwrap_err()
+                .to_string();
+            assert!(
+                text.contains(&file.display().to_string()) && text.contains(why),
+                "{text}"
+            );
+        }
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[test]
+    fn a_token_goes_over_https_or_to_loopback_only() {
+        assert!(refuse_plain_http("https://a.table.core.windows.net").is_ok());
+        assert!(refuse_plain_http("http://127.0.0.1:10002/devstoreaccount1").is_ok());
+        let err = refuse_plain_http("http://a.table.core.windows.net")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("plain HTTP") && err.contains("HTTPS"), "{err}");
+        let config = StorageConfig::token(
+            "acct",
+            crate::Identity::Developer(crate::DeveloperSignIn::default()),
+        )
+        .unwrap()
+        .with_blob_endpoint("http://acct.blob.core.windows.net");
+        let err = storage_credentials(&config, &reqwest::Client::new())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("http://acct.blob.core.windows.net"), "{err}");
     }
 }
 
