@@ -704,3 +704,36 @@ async fn an_identity_endpoint_that_does_not_answer_fails_after_five_seconds() {
     }
     assert!(error.is_transient());
 }
+
+/// Large payloads go to blobs signed with the same token: written, read
+/// back and purged over HTTPS with a managed identity.
+#[tokio::test]
+async fn large_payloads_go_to_blobs_with_the_same_token() {
+    let token = rig::storage_token();
+    let server = TokenServer::managed_identity(token);
+    let config = managed_identity_settings(&server, &[]);
+    let store = InstanceStore::connect_with(&config, &hub(), options())
+        .await
+        .expect("signed in with the managed identity");
+    let input = JsonText::from_value(&"x".repeat(40_000)).unwrap();
+    store
+        .create(NewInstance::new("large-1", "Orchestrator").input(input.clone()))
+        .await
+        .expect("the input goes to its blob, signed");
+    let read = store.get("large-1").await.unwrap().expect("the instance");
+    assert_eq!(read.input.as_deref(), Some(input.as_str()));
+    let reference = store
+        .get_with(
+            "large-1",
+            durable_status::ReadOptions::default().fetch_large_payloads(false),
+        )
+        .await
+        .unwrap()
+        .unwrap()
+        .input
+        .unwrap();
+    assert!(reference.starts_with("https://"), "{reference}");
+    store.terminate("large-1", "done").await.unwrap();
+    assert!(store.purge_instance("large-1").await.unwrap());
+    assert_eq!(server.requests().len(), 1, "one token for tables and blobs");
+}
