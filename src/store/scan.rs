@@ -289,11 +289,14 @@ impl Scanner {
             };
             self.fetch(index);
         }
+        // A cut costs a few probes: worth them once a quarter of the slots
+        // are idle, not for the last page of each range.
+        let idle = self.concurrency - self.pages_in_flight.min(self.concurrency);
         if !self.splittable
             || !self.keys_in_rows
             || self.splitting
             || self.ranges.len() < 2
-            || self.pages_in_flight >= self.concurrency
+            || idle < (self.concurrency / 4).max(1)
             || self.splits >= SPLITS_PER_SLOT * self.concurrency
         {
             return;
