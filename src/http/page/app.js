@@ -329,9 +329,16 @@ async function loadCounts() {
   }
 }
 
+let drawnCounts = null;
+
 function renderCounts() {
   const bar = $("counts-bar");
   const legend = $("counts-legend");
+  // Unchanged counts are not redrawn: a refresh neither moves the focus nor
+  // swallows a key pressed on a button meanwhile.
+  const drawing = JSON.stringify([counts.data, [...filter.statuses].sort()]);
+  if (drawing === drawnCounts) return;
+  drawnCounts = drawing;
   // The keyboard's focus stays on its status's button when they are redrawn.
   const focused = legend.contains(document.activeElement) ? document.activeElement.dataset.status : null;
   drawCounts(bar, legend);
