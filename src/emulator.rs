@@ -488,12 +488,7 @@ fn versioned_name() -> String {
 /// 12 hex digits of the 64-bit FNV-1a hash: stable across Rust versions and
 /// platforms, unlike `std`'s hashers.
 fn short_hash(bytes: &[u8]) -> String {
-    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
-    for &b in bytes {
-        hash ^= u64::from(b);
-        hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
-    }
-    format!("{hash:016x}")[..12].to_string()
+    format!("{:016x}", crate::format::digest::fnv1a(bytes))[..12].to_string()
 }
 
 /// Writes the embedded recipe into `dir` (created when missing): files that

@@ -7,11 +7,14 @@
 //! - `filter`: OData filters, every value quoted.
 //! - [`limits`]: Table Storage's and Durable Functions' limits, checked before sending.
 //! - [`time`]: DateTime text as the table holds it and as the HTTP API shows it.
+//! - `digest`: a short, stable hash of bytes (FNV-1a).
 //! - `json`: the compact form in which JSON is measured and stored.
 //! - [`large`]: payloads too large for a column, kept in blobs as the provider keeps them.
 //! - [`status_object`]: the status object of the Durable Functions HTTP API.
 
 pub(crate) mod columns;
+#[cfg(any(feature = "http", feature = "emulator", test))]
+pub(crate) mod digest;
 pub(crate) mod entity;
 pub(crate) mod filter;
 pub(crate) mod json;

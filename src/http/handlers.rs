@@ -142,10 +142,8 @@ async fn get_instance(
 /// The ETag of a status answer: the row's version and the representation.
 fn status_etag(status: &crate::InstanceStatus, show_input: bool) -> HeaderValue {
     let text = format!("{}|{show_input}", status.etag.as_str());
-    // FNV-1a, 64 bits: the row's ETag holds characters a header may not.
-    let hash = text.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |hash, byte| {
-        (hash ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3)
-    });
+    // Hashed: the row's ETag holds characters a header may not.
+    let hash = crate::format::digest::fnv1a(text.as_bytes());
     HeaderValue::from_str(&format!("\"{hash:016x}\"")).expect("hex is header-safe")
 }
 

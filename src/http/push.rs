@@ -257,11 +257,7 @@ impl Watches {
 /// An event id: a short hash of the event's data, the same for the same
 /// status whichever loop or server made it.
 fn event_id(data: &str) -> String {
-    // FNV-1a, 64 bits.
-    let hash = data.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |hash, byte| {
-        (hash ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3)
-    });
-    format!("{hash:016x}")
+    format!("{:016x}", crate::format::digest::fnv1a(data.as_bytes()))
 }
 
 #[cfg(test)]

@@ -15,8 +15,6 @@
 //! the values. The crate's response type requires the `odata.metadata` URL
 //! that such a response leaves out, so this policy adds an empty one.
 
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
 
 use azure_core::headers::ACCEPT;
@@ -45,36 +43,27 @@ pub(crate) enum ResponseFormat {
 #[derive(Debug, Default)]
 pub(super) struct MinimalMetadata;
 
+#[async_trait::async_trait]
 impl Policy for MinimalMetadata {
-    // `async_trait`'s form, written out (the crate is not a dependency here).
-    fn send<'a, 'b, 'c, 'd, 'f>(
-        &'a self,
-        ctx: &'b Context,
-        request: &'c mut Request,
-        next: &'d [Arc<dyn Policy>],
-    ) -> Pin<Box<dyn Future<Output = PolicyResult> + Send + 'f>>
-    where
-        'a: 'f,
-        'b: 'f,
-        'c: 'f,
-        'd: 'f,
-        Self: 'f,
-    {
-        Box::pin(async move {
-            let format = ctx.get::<ResponseFormat>().copied().unwrap_or_default();
-            let asked = ask(request, format);
-            let response = next[0].send(ctx, request, &next[1..]).await?;
-            if asked != Some(ResponseFormat::NoMetadata) || !response.status().is_success() {
-                return Ok(response);
-            }
-            let (status, headers, body) = response.deconstruct();
-            let body = with_metadata_field(body.collect().await?);
-            Ok(Response::new(
-                status,
-                headers,
-                Box::pin(futures::stream::once(futures::future::ready(Ok(body)))),
-            ))
-        })
+    async fn send(
+        &self,
+        ctx: &Context,
+        request: &mut Request,
+        next: &[Arc<dyn Policy>],
+    ) -> PolicyResult {
+        let format = ctx.get::<ResponseFormat>().copied().unwrap_or_default();
+        let asked = ask(request, format);
+        let response = next[0].send(ctx, request, &next[1..]).await?;
+        if asked != Some(ResponseFormat::NoMetadata) || !response.status().is_success() {
+            return Ok(response);
+        }
+        let (status, headers, body) = response.deconstruct();
+        let body = with_metadata_field(body.collect().await?);
+        Ok(Response::new(
+            status,
+            headers,
+            Box::pin(futures::stream::once(futures::future::ready(Ok(body)))),
+        ))
     }
 }
 

@@ -6,8 +6,6 @@
 //! but is not allowed, the data role the identity lacks.
 
 use std::fmt;
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
 
 use azure_core::error::ErrorKind;
@@ -48,52 +46,43 @@ impl DataService {
 #[derive(Debug)]
 pub(crate) struct Refusals(pub(crate) DataService);
 
+#[async_trait::async_trait]
 impl Policy for Refusals {
-    // `async_trait`'s form, written out.
-    fn send<'a, 'b, 'c, 'd, 'f>(
-        &'a self,
-        ctx: &'b Context,
-        request: &'c mut Request,
-        next: &'d [Arc<dyn Policy>],
-    ) -> Pin<Box<dyn Future<Output = PolicyResult> + Send + 'f>>
-    where
-        'a: 'f,
-        'b: 'f,
-        'c: 'f,
-        'd: 'f,
-        Self: 'f,
-    {
-        Box::pin(async move {
-            let bearer = request
-                .headers()
-                .get_optional_str(&AUTHORIZATION)
-                .is_some_and(|value| value.starts_with("Bearer "));
-            let response = next[0].send(ctx, request, &next[1..]).await?;
-            let status = response.status();
-            if !matches!(u16::from(status), 401 | 403) {
-                return Ok(response);
-            }
-            let (status, headers, body) = response.deconstruct();
-            let body = body.collect().await?;
-            let code = headers
-                .get_optional_string(&azure_core::headers::ERROR_CODE)
-                .or_else(|| body_field(&body, headers.get_optional_str(&CONTENT_TYPE), "code"));
-            let refusal = Refusal::read(
-                u16::from(status),
-                code.as_deref(),
-                &body,
-                headers.get_optional_str(&CONTENT_TYPE),
-                bearer,
-                self.0,
-            );
-            Err(azure_core::Error::new(
-                ErrorKind::HttpResponse {
-                    status,
-                    error_code: code,
-                },
-                refusal,
-            ))
-        })
+    async fn send(
+        &self,
+        ctx: &Context,
+        request: &mut Request,
+        next: &[Arc<dyn Policy>],
+    ) -> PolicyResult {
+        let bearer = request
+            .headers()
+            .get_optional_str(&AUTHORIZATION)
+            .is_some_and(|value| value.starts_with("Bearer "));
+        let response = next[0].send(ctx, request, &next[1..]).await?;
+        let status = response.status();
+        if !matches!(u16::from(status), 401 | 403) {
+            return Ok(response);
+        }
+        let (status, headers, body) = response.deconstruct();
+        let body = body.collect().await?;
+        let code = headers
+            .get_optional_string(&azure_core::headers::ERROR_CODE)
+            .or_else(|| body_field(&body, headers.get_optional_str(&CONTENT_TYPE), "code"));
+        let refusal = Refusal::read(
+            u16::from(status),
+            code.as_deref(),
+            &body,
+            headers.get_optional_str(&CONTENT_TYPE),
+            bearer,
+            self.0,
+        );
+        Err(azure_core::Error::new(
+            ErrorKind::HttpResponse {
+                status,
+                error_code: code,
+            },
+            refusal,
+        ))
     }
 }
 
