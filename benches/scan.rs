@@ -21,7 +21,10 @@
 //!
 //! Environment (all optional): `DURABLE_STATUS_SCAN_BENCH_ROWS` (100,000),
 //! `DURABLE_STATUS_SCAN_BENCH_SHAPE_ROWS` (20,000),
-//! `DURABLE_STATUS_SCAN_BENCH_EMULATORS` (16), and the model's
+//! `DURABLE_STATUS_SCAN_BENCH_EMULATORS` (16),
+//! `DURABLE_STATUS_SCAN_BENCH_ONLY` (a comma-separated choice of `single`,
+//! `count`, `list`, `purge` and `shapes`; all of them when unset), and the
+//! model's
 //! `DURABLE_STATUS_SCAN_BENCH_ROUND_TRIP_MS` (5),
 //! `DURABLE_STATUS_SCAN_BENCH_SERVICE_MS` (3) and
 //! `DURABLE_STATUS_SCAN_BENCH_ROW_US` (92).
@@ -158,6 +161,31 @@ fn env_duration(name: &str, default: f64, unit_seconds: f64) -> Result<Duration>
     Ok(Duration::from_secs_f64(value * unit_seconds))
 }
 
+/// The parts of the bench to run.
+struct Parts(Vec<String>);
+
+impl Parts {
+    const ALL: [&'static str; 5] = ["single", "count", "list", "purge", "shapes"];
+
+    fn from_env() -> Result<Parts> {
+        let Ok(chosen) = std::env::var("DURABLE_STATUS_SCAN_BENCH_ONLY") else {
+            return Ok(Parts(Self::ALL.iter().map(|p| p.to_string()).collect()));
+        };
+        let parts: Vec<String> = chosen.split(',').map(|p| p.trim().to_owned()).collect();
+        if let Some(unknown) = parts.iter().find(|p| !Self::ALL.contains(&p.as_str())) {
+            bail!(
+                "DURABLE_STATUS_SCAN_BENCH_ONLY: unknown part {unknown:?}; the parts are {}",
+                Self::ALL.join(", ")
+            );
+        }
+        Ok(Parts(parts))
+    }
+
+    fn has(&self, part: &str) -> bool {
+        self.0.iter().any(|p| p == part)
+    }
+}
+
 fn env_count(name: &str, default: usize, least: usize) -> Result<usize> {
     match std::env::var(name) {
         Ok(text) => {
@@ -213,6 +241,8 @@ struct KnownTable {
 
 struct ProxyState {
     model: Model,
+    /// The proxy thread's id, for its CPU time.
+    thread_id: std::sync::OnceLock<String>,
     emulators: Vec<SocketAddr>,
     tables: Mutex<HashMap<String, KnownTable>>,
     stats: Mutex<Stats>,
@@ -232,15 +262,64 @@ struct ProxyState {
 struct Proxy {
     port: u16,
     state: Arc<ProxyState>,
+    /// The emulators' processes (table and blob services), for their CPU time.
+    emulator_pids: Vec<u32>,
+}
+
+/// CPU seconds (user and system) used so far, from `/proc`.
+#[derive(Debug, Clone, Copy, Default)]
+struct Cpu {
+    /// The bench process but the proxy's thread: the library under test.
+    client: f64,
+    /// The proxy's thread.
+    proxy: f64,
+    /// The emulators' processes.
+    emulators: f64,
+}
+
+impl std::ops::Sub for Cpu {
+    type Output = Cpu;
+    fn sub(self, earlier: Cpu) -> Cpu {
+        Cpu {
+            client: self.client - earlier.client,
+            proxy: self.proxy - earlier.proxy,
+            emulators: self.emulators - earlier.emulators,
+        }
+    }
+}
+
+/// The user and system CPU seconds of a `/proc/.../stat` file; 0 when it
+/// cannot be read (a process that is gone).
+fn cpu_seconds(stat: &str) -> f64 {
+    // Linux reports these in USER_HZ, which is 100 on every architecture
+    // the bench runs on.
+    const TICKS_PER_SECOND: f64 = 100.0;
+    let Ok(text) = std::fs::read_to_string(stat) else {
+        return 0.0;
+    };
+    // The command name, in parentheses, may hold spaces: count from after it.
+    let Some((_, after_name)) = text.rsplit_once(')') else {
+        return 0.0;
+    };
+    let fields: Vec<&str> = after_name.split_whitespace().collect();
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|f| f.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    // After the name: state is field 3 of stat(5), utime 14 and stime 15.
+    (ticks(11) + ticks(12)) / TICKS_PER_SECOND
 }
 
 impl Proxy {
-    fn start(emulators: Vec<SocketAddr>, model: Model) -> Result<Proxy> {
+    fn start(emulators: Vec<SocketAddr>, emulator_pids: Vec<u32>, model: Model) -> Result<Proxy> {
         let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
         listener.set_nonblocking(true)?;
         let port = listener.local_addr()?.port();
         let state = Arc::new(ProxyState {
             model,
+            thread_id: std::sync::OnceLock::new(),
             emulators,
             tables: Mutex::default(),
             stats: Mutex::default(),
@@ -250,6 +329,10 @@ impl Proxy {
             .name("latency-model-proxy".into())
             .spawn(move || {
                 UNCOUNTED.with(|u| u.set(true));
+                if let Ok(link) = std::fs::read_link("/proc/thread-self") {
+                    let tid = link.file_name().map(|t| t.to_string_lossy().into_owned());
+                    let _ = shared.thread_id.set(tid.unwrap_or_default());
+                }
                 let runtime = tokio::runtime::Builder::new_current_thread()
                     .enable_all()
                     .build()
@@ -262,7 +345,29 @@ impl Proxy {
                     }
                 });
             })?;
-        Ok(Proxy { port, state })
+        Ok(Proxy {
+            port,
+            state,
+            emulator_pids,
+        })
+    }
+
+    /// The CPU time used so far by the client, the proxy and the emulators.
+    fn cpu(&self) -> Cpu {
+        let process = cpu_seconds("/proc/self/stat");
+        let proxy = self.state.thread_id.get().map_or(0.0, |tid| {
+            cpu_seconds(&format!("/proc/self/task/{tid}/stat"))
+        });
+        let emulators = self
+            .emulator_pids
+            .iter()
+            .map(|pid| cpu_seconds(&format!("/proc/{pid}/stat")))
+            .sum();
+        Cpu {
+            client: process - proxy,
+            proxy,
+            emulators,
+        }
     }
 
     /// `config` with its table endpoint moved behind the proxy.
@@ -1081,6 +1186,7 @@ struct Run {
     wall: Duration,
     peak_mib: f64,
     stats: Stats,
+    cpu: Cpu,
 }
 
 impl Run {
@@ -1119,10 +1225,13 @@ where
 {
     proxy.take_stats();
     let base = reset_peak();
+    let cpu_before = proxy.cpu();
     let started = Instant::now();
     let value = op().await?;
     let wall = started.elapsed();
+    let cpu = proxy.cpu() - cpu_before;
     let run = Run {
+        cpu,
         operation: operation.to_owned(),
         concurrency,
         wall,
@@ -1130,9 +1239,13 @@ where
         stats: proxy.take_stats(),
     };
     eprintln!(
-        "  {operation}, scan_concurrency {concurrency}: {:.2} s, {} requests",
+        "  {operation}, scan_concurrency {concurrency}: {:.2} s, {} requests; CPU s: client \
+         {:.2}, proxy {:.2}, emulators {:.2}",
         wall.as_secs_f64(),
-        run.requests()
+        run.requests(),
+        cpu.client,
+        cpu.proxy,
+        cpu.emulators,
     );
     Ok((value, run))
 }
@@ -1186,16 +1299,16 @@ fn thousands(n: u64) -> String {
 fn print_runs(title: &str, runs: &[Run]) {
     println!("\n{title}\n");
     println!(
-        "| operation | scan_concurrency | wall (s) | speed-up | requests | query pages | probes | rows returned | peak heap (MiB) |"
+        "| operation | scan_concurrency | wall (s) | speed-up | requests | query pages | probes | rows returned | peak heap (MiB) | CPU s: client / proxy / emulators |"
     );
-    println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|");
+    println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
     for pair in runs.chunks(2) {
         let sequential = pair[0].wall.as_secs_f64();
         for run in pair {
             let pages = run.kind(QUERY_PAGE);
             let probes = run.kind(QUERY_PROBE);
             println!(
-                "| {} | {} | {:.2} | {:.1}x | {} | {} | {} | {} | {:.1} |",
+                "| {} | {} | {:.2} | {:.1}x | {} | {} | {} | {} | {:.1} | {:.2} / {:.2} / {:.2} |",
                 run.operation,
                 run.concurrency,
                 run.wall.as_secs_f64(),
@@ -1205,6 +1318,9 @@ fn print_runs(title: &str, runs: &[Run]) {
                 thousands(probes.requests),
                 thousands(pages.rows_returned + probes.rows_returned),
                 run.peak_mib,
+                run.cpu.client,
+                run.cpu.proxy,
+                run.cpu.emulators,
             );
         }
     }
@@ -1253,6 +1369,7 @@ async fn main() -> Result<()> {
     let shape_rows = env_count("DURABLE_STATUS_SCAN_BENCH_SHAPE_ROWS", 20_000, 2)?;
     let spread = env_count("DURABLE_STATUS_SCAN_BENCH_EMULATORS", 16, 1)?;
     let model = Model::from_env()?;
+    let parts = Parts::from_env()?;
     let parallel = DEFAULT_SCAN_CONCURRENCY;
     let emulators = (0..spread)
         .map(|_| Azurite::start())
@@ -1260,6 +1377,7 @@ async fn main() -> Result<()> {
     let configs: Vec<StorageConfig> = emulators.iter().map(Azurite::config).collect();
     let proxy = Proxy::start(
         configs.iter().map(address_of).collect::<Result<_>>()?,
+        emulators.iter().flat_map(Azurite::pids).collect(),
         model,
     )?;
     let modeled = proxy.config(&configs[0]);
@@ -1282,51 +1400,54 @@ async fn main() -> Result<()> {
     let mut expected_ids = IdSet::default();
     ids.iter().for_each(|id| expected_ids.add(id));
 
-    // One emulator holding the whole table: its own time per page, and
-    // what it does to the comparison.
-    let single = Hub::create("Single", &configs, 1, &proxy, &ids).await?;
-    let rate = single.load(&templates, &ids, 0..rows).await?;
-    println!(
-        "\nOne emulator: {} instances loaded at {rate:.0}/s ({LOAD_IN_FLIGHT} inserts in flight)",
-        thousands(rows as u64)
-    );
-    let mut alone = Vec::new();
-    for concurrency in [1, parallel] {
-        let started = Instant::now();
-        let counts = count(&store(&configs[0], &single.name, concurrency)?).await?;
-        assert_eq!(counts.total(), rows as u64);
-        alone.push(started.elapsed().as_secs_f64());
-    }
-    println!(
-        "count_by_status on the emulator alone (no proxy): {:.2} s sequential, {:.0} ms a \
-         1,000-row page; {:.2} s at scan_concurrency {parallel}",
-        alone[0],
-        alone[0] * 1e3 / rows.div_ceil(1000) as f64,
-        alone[1],
-    );
     let mut single_runs = Vec::new();
-    for concurrency in [1, parallel] {
-        let store = store(&modeled, &single.name, concurrency)?;
-        let (counts, run) = measure(&proxy, "count_by_status, one emulator", concurrency, || {
-            count(&store)
-        })
-        .await?;
-        assert_eq!(counts.get(RuntimeStatus::Completed), completed);
-        single_runs.push(run);
-    }
-    print_runs(
-        &format!(
-            "{} instances on one emulator, under the model",
+    if parts.has("single") {
+        // One emulator holding the whole table: its own time per page, and
+        // what it does to the comparison.
+        let single = Hub::create("Single", &configs, 1, &proxy, &ids).await?;
+        let rate = single.load(&templates, &ids, 0..rows).await?;
+        println!(
+            "\nOne emulator: {} instances loaded at {rate:.0}/s ({LOAD_IN_FLIGHT} inserts in flight)",
             thousands(rows as u64)
-        ),
-        &single_runs,
-    );
-    let own = single_runs[0].kind(QUERY_PAGE);
-    println!(
-        "\nThe emulator's own time per 1,000-row page, sequential: {:.0} ms (the model's: {:.0} ms)",
-        own.upstream.as_secs_f64() * 1e3 / own.requests.max(1) as f64,
-        own.modeled.as_secs_f64() * 1e3 / own.requests.max(1) as f64,
-    );
+        );
+        let mut alone = Vec::new();
+        for concurrency in [1, parallel] {
+            let started = Instant::now();
+            let counts = count(&store(&configs[0], &single.name, concurrency)?).await?;
+            assert_eq!(counts.total(), rows as u64);
+            alone.push(started.elapsed().as_secs_f64());
+        }
+        println!(
+            "count_by_status on the emulator alone (no proxy): {:.2} s sequential, {:.0} ms a \
+             1,000-row page; {:.2} s at scan_concurrency {parallel}",
+            alone[0],
+            alone[0] * 1e3 / rows.div_ceil(1000) as f64,
+            alone[1],
+        );
+        for concurrency in [1, parallel] {
+            let store = store(&modeled, &single.name, concurrency)?;
+            let (counts, run) =
+                measure(&proxy, "count_by_status, one emulator", concurrency, || {
+                    count(&store)
+                })
+                .await?;
+            assert_eq!(counts.get(RuntimeStatus::Completed), completed);
+            single_runs.push(run);
+        }
+        print_runs(
+            &format!(
+                "{} instances on one emulator, under the model",
+                thousands(rows as u64)
+            ),
+            &single_runs,
+        );
+        let own = single_runs[0].kind(QUERY_PAGE);
+        println!(
+            "\nThe emulator's own time per 1,000-row page, sequential: {:.0} ms (the model's: {:.0} ms)",
+            own.upstream.as_secs_f64() * 1e3 / own.requests.max(1) as f64,
+            own.modeled.as_secs_f64() * 1e3 / own.requests.max(1) as f64,
+        );
+    }
 
     // The main task hub, spread over the emulators by key range.
     let main_hub = Hub::create("Scan", &configs, spread, &proxy, &ids).await?;
@@ -1338,6 +1459,9 @@ async fn main() -> Result<()> {
     let mut runs = Vec::new();
     let mut answers = Vec::new();
     for concurrency in [1, parallel] {
+        if !parts.has("count") {
+            break;
+        }
         let store = store(&modeled, &main_hub.name, concurrency)?;
         let (counts, run) =
             measure(&proxy, "count_by_status", concurrency, || count(&store)).await?;
@@ -1346,8 +1470,13 @@ async fn main() -> Result<()> {
         answers.push(counts_text(&counts));
         runs.push(run);
     }
-    assert_eq!(answers[0], answers[1], "the counts differ");
+    if let [sequential, parallel] = &answers[..] {
+        assert_eq!(sequential, parallel, "the counts differ");
+    }
     for concurrency in [1, parallel] {
+        if !parts.has("list") {
+            break;
+        }
         let store = store(&modeled, &main_hub.name, concurrency)?;
         let (listed, run) = measure(&proxy, "list without input", concurrency, || {
             list_without_input(&store)
@@ -1360,6 +1489,9 @@ async fn main() -> Result<()> {
         runs.push(run);
     }
     for concurrency in [1, parallel] {
+        if !parts.has("purge") {
+            break;
+        }
         if concurrency != 1 {
             // The completed half again, for the second purge.
             let half = (0..rows).filter(|&i| is_completed(i));
@@ -1389,9 +1521,10 @@ async fn main() -> Result<()> {
         assert_eq!(left.get(RuntimeStatus::Completed), 0);
     }
     println!(
-        "\nSame answers both ways: counts {}; the listing's {} ids hash alike and match the \
-         loaded ones; each purge deleted {} instances, skipped none, and left no Completed one.",
-        answers[0],
+        "\nSame answers both ways (for the parts run): counts {}; the listing's {} ids hash \
+         alike and match the loaded ones; each purge deleted {} instances, skipped none, and \
+         left no Completed one.",
+        answers.first().map_or("not run", String::as_str),
         thousands(rows as u64),
         thousands(completed),
     );
@@ -1438,6 +1571,9 @@ async fn main() -> Result<()> {
         ),
     ];
     for (label, ids) in &shapes {
+        if !parts.has("shapes") {
+            break;
+        }
         let shape_hub = Hub::create("Shape", &configs, spread, &proxy, ids).await?;
         shape_hub.load(&templates, ids, 0..ids.len()).await?;
         let mut answers = Vec::new();
