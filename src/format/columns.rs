@@ -33,11 +33,12 @@ pub(crate) const INSTANCE_ROW_KEY: &str = "";
 /// remove a property, so clearing writes this instead.
 pub(crate) const NO_CUSTOM_STATUS: &str = "null";
 
-/// Every column but Input and Output: the `$select` of a read that leaves
-/// the payloads out.
+/// The columns a status is read from, but the payloads (Input, its
+/// InputBlobName, Output): the `$select` of a read that leaves them out.
+/// RowKey (always empty), TaskHubName and Timestamp are never decoded, so
+/// no read asks for them.
 pub(crate) const COLUMNS_WITHOUT_PAYLOADS: &[&str] = &[
     PARTITION_KEY,
-    ROW_KEY,
     NAME,
     VERSION,
     EXECUTION_ID,
@@ -49,7 +50,6 @@ pub(crate) const COLUMNS_WITHOUT_PAYLOADS: &[&str] = &[
     SCHEDULED_START_TIME,
     GENERATION,
     TAGS,
-    TASK_HUB_NAME,
 ];
 
 /// A string column of a row, if present and a string.

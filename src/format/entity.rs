@@ -6,9 +6,8 @@ use time::OffsetDateTime;
 
 use crate::error::{Error, Result};
 use crate::format::columns::*;
-use crate::format::keys::unescape_key;
 use crate::format::time::{format_time, parse_time};
-use crate::model::{CustomStatus, ETag, InstanceStatus, JsonText, RuntimeStatus, Tags};
+use crate::model::{CustomStatus, JsonText, RuntimeStatus, Tags};
 
 fn put_string(entity: &mut Entity, name: &str, value: impl Into<String>) {
     entity.insert(name.to_owned(), Value::String(value.into()));
@@ -190,62 +189,8 @@ pub(crate) fn state_change_merge(
     entity
 }
 
-/// A row's partition key (the escaped instance id).
-pub(crate) fn row_partition_key(row: &Entity) -> Option<&str> {
-    get_str(row, PARTITION_KEY)
-}
-
-/// A row's runtime status; absent or unknown text reads as `Unknown`.
-pub(crate) fn row_status(row: &Entity) -> RuntimeStatus {
-    get_str(row, RUNTIME_STATUS).map_or(RuntimeStatus::Unknown, RuntimeStatus::from_stored)
-}
-
 fn get_time(entity: &Entity, name: &str) -> Option<OffsetDateTime> {
     get_str(entity, name).and_then(parse_time)
-}
-
-fn get_i32(entity: &Entity, name: &str) -> Option<i32> {
-    match entity.get(name)? {
-        Value::Number(n) => n.as_i64().and_then(|n| i32::try_from(n).ok()),
-        Value::String(s) => s.parse().ok(),
-        _ => None,
-    }
-}
-
-/// Decodes a stored row. Only a missing partition key is an error: other
-/// columns that are absent or malformed (rows written by other tools) take
-/// their empty value, and unknown status text reads as `Unknown`.
-pub(crate) fn decode_instance(entity: &Entity, etag: ETag) -> Result<InstanceStatus> {
-    let instance_id = get_str(entity, PARTITION_KEY)
-        .map(unescape_key)
-        .ok_or_else(|| Error::Decode {
-            instance_id: String::new(),
-            reason: "the row has no PartitionKey".into(),
-        })?;
-    let text = |name| get_str(entity, name).unwrap_or_default().to_owned();
-    let optional_text = |name| get_str(entity, name).map(str::to_owned);
-    let created_time = get_time(entity, CREATED_TIME).unwrap_or(OffsetDateTime::UNIX_EPOCH);
-    Ok(InstanceStatus {
-        name: text(NAME),
-        version: text(VERSION),
-        execution_id: text(EXECUTION_ID),
-        runtime_status: row_status(entity),
-        input: optional_text(INPUT),
-        output: optional_text(OUTPUT),
-        custom_status: get_str(entity, CUSTOM_STATUS)
-            .filter(|text| *text != NO_CUSTOM_STATUS && !text.is_empty())
-            .map(|text| CustomStatus::from_stored(text.to_owned())),
-        created_time,
-        last_updated_time: get_time(entity, LAST_UPDATED_TIME).unwrap_or(created_time),
-        completed_time: get_time(entity, COMPLETED_TIME),
-        scheduled_start_time: get_time(entity, SCHEDULED_START_TIME),
-        generation: get_i32(entity, GENERATION).unwrap_or(0),
-        tags: get_str(entity, TAGS)
-            .and_then(|text| serde_json::from_str(text).ok())
-            .unwrap_or_default(),
-        etag,
-        instance_id,
-    })
 }
 
 /// The LastUpdatedTime a write sends: it identifies that write when its
@@ -378,30 +323,5 @@ mod tests {
         .validate()
         .unwrap_err();
         assert!(err.to_string().contains("generation"), "{err}");
-    }
-
-    #[test]
-    fn decode_reads_what_other_tools_write() {
-        let entity: Entity = serde_json::from_value(json!({
-            "PartitionKey": "a^0b",
-            "RowKey": "",
-            "Name": "N",
-            "RuntimeStatus": "SomethingNew",
-            "CustomStatus": "null",
-            "CreatedTime": "2017-10-06T18:30:24Z",
-            "Generation": "7",
-            "Tags": "not json"
-        }))
-        .unwrap();
-        let status = decode_instance(&entity, ETag::new("W/\"1\"")).unwrap();
-        assert_eq!(status.instance_id, "a/b");
-        assert_eq!(status.runtime_status, RuntimeStatus::Unknown);
-        assert_eq!(status.custom_status, None);
-        assert_eq!(status.created_time, datetime!(2017-10-06 18:30:24 UTC));
-        assert_eq!(status.last_updated_time, status.created_time);
-        assert_eq!(status.generation, 7);
-        assert!(status.tags.is_empty());
-        assert_eq!(status.input, None);
-        assert!(decode_instance(&Entity::new(), ETag::new("x")).is_err());
     }
 }

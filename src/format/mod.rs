@@ -3,7 +3,8 @@
 //!
 //! - [`keys`]: instance ids as partition keys, task hub and table names.
 //! - `columns`: the columns of an Instances row.
-//! - `entity`: the rows and merges this crate writes, and how rows read back.
+//! - `entity`: the rows and merges this crate writes.
+//! - `row`: rows as queries and reads return them, decoded into their columns.
 //! - `filter`: OData filters, every value quoted.
 //! - [`limits`]: Table Storage's and Durable Functions' limits, checked before sending.
 //! - [`time`]: DateTime text as the table holds it and as the HTTP API shows it.
@@ -21,5 +22,6 @@ pub(crate) mod json;
 pub mod keys;
 pub mod large;
 pub mod limits;
+pub(crate) mod row;
 pub mod status_object;
 pub mod time;

@@ -7,42 +7,47 @@ use futures::{StreamExt, TryStreamExt};
 
 use super::InstanceStore;
 use crate::error::{Error, Result, SizeUnit};
-use crate::format::columns::{Entity, INPUT, INPUT_BLOB_NAME, OUTPUT};
-use crate::format::entity::row_partition_key;
+use crate::format::columns::{Entity, INPUT, OUTPUT};
 use crate::format::keys::unescape_key;
 use crate::format::large::{
     blob_url, exceeds_column_limit, gunzip, gzip, instance_blob_name, is_instance_blob,
     parse_reference, start_message_input, BlobReference, COLUMN_LIMIT_BYTES,
 };
 use crate::format::limits::{at_most, utf16_bytes};
+use crate::format::row::InstanceRow;
 use crate::table::BlobContainer;
 
 /// Blobs read at once for the rows of one page.
 pub const LARGE_PAYLOAD_CONCURRENCY: usize = 8;
 
-/// The payload columns, the name the provider gives each in a blob name,
-/// and the column that may name its blob instead.
-const PAYLOADS: [(&str, &str, Option<&str>); 2] = [
-    (INPUT, "Input", Some(INPUT_BLOB_NAME)),
-    (OUTPUT, "Output", None),
-];
+/// The payload columns, and the name the provider gives each in a blob
+/// name.
+const PAYLOADS: [(&str, &str); 2] = [(INPUT, "Input"), (OUTPUT, "Output")];
 
 impl InstanceStore {
     /// Replaces each payload column of `row` that refers to a blob of the
     /// task hub's container with the payload the blob holds.
-    pub(crate) async fn fetch_large_payloads(&self, row: &mut Entity) -> Result<()> {
+    pub(crate) async fn fetch_large_payloads(&self, row: &mut InstanceRow) -> Result<()> {
         let Some(blobs) = &self.blobs else {
             return Ok(());
         };
-        for (column, _, name_column) in PAYLOADS {
-            let Some(reference) = reference_of(row, column, name_column, blobs) else {
-                continue;
-            };
-            let instance_id = row_partition_key(row).map(unescape_key).unwrap_or_default();
-            let payload = self
-                .read_blob(blobs, &reference, &instance_id, column)
+        let instance_id = row
+            .partition_key
+            .as_deref()
+            .map(unescape_key)
+            .unwrap_or_default();
+        let [input, output] = references_of(row, blobs);
+        if let Some(reference) = input {
+            let text = self
+                .read_blob(blobs, &reference, &instance_id, INPUT)
                 .await?;
-            row.insert(column.to_owned(), serde_json::Value::String(payload));
+            row.input = Some(text);
+        }
+        if let Some(reference) = output {
+            let text = self
+                .read_blob(blobs, &reference, &instance_id, OUTPUT)
+                .await?;
+            row.output = Some(text);
         }
         Ok(())
     }
@@ -51,16 +56,12 @@ impl InstanceStore {
     /// once, the rows in their order. Rows without a reference cost nothing.
     pub(crate) async fn fetch_large_payloads_of<T: Send>(
         &self,
-        rows: Vec<(Entity, T)>,
-    ) -> Result<Vec<(Entity, T)>> {
+        rows: Vec<(InstanceRow, T)>,
+    ) -> Result<Vec<(InstanceRow, T)>> {
         let Some(blobs) = &self.blobs else {
             return Ok(rows);
         };
-        let refers = |row: &Entity| {
-            PAYLOADS
-                .iter()
-                .any(|(column, _, name)| reference_of(row, column, *name, blobs).is_some())
-        };
+        let refers = |row: &InstanceRow| references_of(row, blobs).iter().any(Option::is_some);
         if !rows.iter().any(|(row, _)| refers(row)) {
             return Ok(rows);
         }
@@ -107,7 +108,7 @@ impl InstanceStore {
     /// endpoint is configured, is refused before anything is written.
     pub(crate) async fn offload_large_payloads(&self, pk: &str, entity: &mut Entity) -> Result<()> {
         let mut large = Vec::new();
-        for (column, property, _) in PAYLOADS {
+        for (column, property) in PAYLOADS {
             let Some(text) = entity.get(column).and_then(|v| v.as_str()) else {
                 continue;
             };
@@ -179,18 +180,25 @@ impl InstanceStore {
     }
 }
 
+/// The blobs the input and the output of `row` refer to.
+fn references_of(row: &InstanceRow, blobs: &BlobContainer) -> [Option<BlobReference>; 2] {
+    [
+        reference_of(row.input.as_deref(), row.input_blob_name.as_deref(), blobs),
+        reference_of(row.output.as_deref(), None, blobs),
+    ]
+}
+
 /// The blob a payload column refers to: its URL, or, when the column is
-/// empty, the relative name in `name_column`.
+/// empty, the relative name `blob_name` (the input's `InputBlobName`).
 fn reference_of(
-    row: &Entity,
-    column: &str,
-    name_column: Option<&str>,
+    value: Option<&str>,
+    blob_name: Option<&str>,
     blobs: &BlobContainer,
 ) -> Option<BlobReference> {
-    let value = row.get(column).and_then(|v| v.as_str()).unwrap_or_default();
+    let value = value.unwrap_or_default();
     if !value.is_empty() {
         return parse_reference(value, blobs.url());
     }
-    let name = row.get(name_column?)?.as_str()?;
+    let name = blob_name?;
     (!name.is_empty()).then(|| BlobReference::named(name))
 }

@@ -114,10 +114,10 @@ use crate::error::{Error, Result};
 use crate::format::columns::{
     get_str, Entity, EXECUTION_ID, INSTANCE_ROW_KEY, PARTITION_KEY, ROW_KEY, RUNTIME_STATUS,
 };
-use crate::format::entity::{row_partition_key, row_status};
 use crate::format::filter;
 use crate::format::keys::{history_table, partition_key, unescape_key};
 use crate::format::limits::MAX_BATCH_OPERATIONS;
+use crate::format::row::{KeyRow, StoredRow};
 use crate::format::time::parse_time;
 use crate::model::{ETag, RuntimeStatus, WriteCondition};
 use crate::table::{Continuation, PageRequest, ResponseFormat, TableClient};
@@ -355,6 +355,11 @@ impl ReadRun {
     }
 }
 
+/// A row's runtime status; absent or unknown text reads as `Unknown`.
+fn status_of(row: &Entity) -> RuntimeStatus {
+    get_str(row, RUNTIME_STATUS).map_or(RuntimeStatus::Unknown, RuntimeStatus::from_stored)
+}
+
 fn execution_id(row: &Entity) -> Option<String> {
     get_str(row, EXECUTION_ID)
         .filter(|id| !id.is_empty())
@@ -481,7 +486,11 @@ impl InstanceStore {
     /// no table).
     async fn read_run(&self, pk: &str) -> Result<Option<(RuntimeStatus, ReadRun)>> {
         let columns = [PARTITION_KEY, RUNTIME_STATUS, EXECUTION_ID, TIMESTAMP];
-        let found = match self.client.get(pk, INSTANCE_ROW_KEY, Some(&columns)).await {
+        let found = match self
+            .client
+            .get::<Entity>(pk, INSTANCE_ROW_KEY, Some(&columns))
+            .await
+        {
             Ok(found) => found,
             Err(Error::TableNotFound { .. }) => None,
             Err(e) => return Err(e),
@@ -493,7 +502,7 @@ impl InstanceStore {
             instance_id: unescape_key(pk),
             reason: "the row came without its Timestamp".into(),
         })?;
-        Ok(Some((row_status(&row), run)))
+        Ok(Some((status_of(&row), run)))
     }
 
     /// Deletes every instance that matches the filter, reporting progress
@@ -735,7 +744,11 @@ impl InstanceStore {
             top: Some(1),
             format: ResponseFormat::NoMetadata,
         };
-        match self.history().query_existing_page(&one_key, None).await {
+        match self
+            .history()
+            .query_existing_page::<KeyRow>(&one_key, None)
+            .await
+        {
             Ok(_) => Ok(true),
             Err(Error::TableNotFound { .. }) => Ok(false),
             Err(e) => Err(self.history_error(e)),
@@ -829,7 +842,7 @@ impl InstanceStore {
     async fn row_is_at(&self, partition_key: &str, etag: Option<&ETag>) -> Result<bool> {
         let found = match self
             .client
-            .get(partition_key, INSTANCE_ROW_KEY, Some(&[PARTITION_KEY]))
+            .get::<KeyRow>(partition_key, INSTANCE_ROW_KEY, Some(&[PARTITION_KEY]))
             .await
         {
             Ok(found) => found,
@@ -851,14 +864,14 @@ impl InstanceStore {
             format: ResponseFormat::MinimalMetadata,
             query,
         };
-        scan(self.client.clone(), request, self.options.scan_concurrency)
+        scan::<Entity>(self.client.clone(), request, self.options.scan_concurrency)
             .map_ok(|rows| {
                 let rows: Vec<Result<_>> = rows
                     .into_iter()
                     .filter_map(|(row, etag)| {
-                        let key = row_partition_key(&row)?.to_owned();
+                        let key = row.partition_key()?.to_owned();
                         let run = etag.and_then(|etag| ReadRun::of_row(&row, etag));
-                        Some(Ok((key, row_status(&row), run)))
+                        Some(Ok((key, status_of(&row), run)))
                     })
                     .collect();
                 futures::stream::iter(rows)

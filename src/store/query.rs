@@ -17,11 +17,11 @@ use time::OffsetDateTime;
 use super::scan::{scan, ScanRequest};
 use super::{InstanceStore, ReadOptions};
 use crate::error::{Error, Result};
-use crate::format::columns::{Entity, RUNTIME_STATUS};
-use crate::format::entity::{decode_instance, row_partition_key, row_status};
+use crate::format::columns::RUNTIME_STATUS;
 use crate::format::filter::{InstanceFilter, KeyRange, MAX_COMPARISONS};
 use crate::format::keys::{partition_key_of, unescape_key};
 use crate::format::limits::utf16_units;
+use crate::format::row::InstanceRow;
 use crate::format::time::{format_time, to_utc};
 use crate::model::{preview, ETag, InstanceStatus, RuntimeStatus};
 use crate::table::{Continuation, PageRequest, ResponseFormat};
@@ -257,13 +257,13 @@ impl InstanceQuery {
         }
     }
 
-    /// Whether a raw row matches what the key range is meant to select: the
-    /// range is exact on the escaped ids, and this check keeps it so
-    /// whatever a service's key order.
-    pub(crate) fn keeps_row(&self, row: &Entity) -> bool {
-        self.instance_id_prefix.as_deref().is_none_or(|prefix| {
-            row_partition_key(row).is_some_and(|key| unescape_key(key).starts_with(prefix))
-        })
+    /// Whether a row with partition key `key` matches what the key range is
+    /// meant to select: the range is exact on the escaped ids, and this
+    /// check keeps it so whatever a service's key order.
+    pub(crate) fn keeps_key(&self, key: Option<&str>) -> bool {
+        self.instance_id_prefix
+            .as_deref()
+            .is_none_or(|prefix| key.is_some_and(|key| unescape_key(key).starts_with(prefix)))
     }
 }
 
@@ -436,7 +436,7 @@ impl InstanceStore {
         scan(self.client.clone(), request, self.options.scan_concurrency)
             .try_fold(StatusCounts::default(), |mut counts, rows| {
                 for (row, _) in &rows {
-                    *counts.0.entry(row_status(row)).or_default() += 1;
+                    *counts.0.entry(InstanceRow::status(row)).or_default() += 1;
                 }
                 futures::future::ready(Ok(counts))
             })
@@ -450,17 +450,17 @@ impl InstanceStore {
     async fn decode_rows(
         &self,
         query: &InstanceQuery,
-        rows: Vec<(Entity, Option<ETag>)>,
+        rows: Vec<(InstanceRow, Option<ETag>)>,
     ) -> Result<Vec<InstanceStatus>> {
         let mut rows: Vec<_> = rows
             .into_iter()
-            .filter(|(row, _)| query.keeps_row(row))
+            .filter(|(row, _)| query.keeps_key(row.partition_key.as_deref()))
             .collect();
         if query.read.fetch_large_payloads {
             rows = self.fetch_large_payloads_of(rows).await?;
         }
         rows.into_iter()
-            .map(|(row, etag)| decode_instance(&row, etag.unwrap_or_else(|| ETag::new(""))))
+            .map(|(row, etag)| row.decode(etag.unwrap_or_else(|| ETag::new(""))))
             .collect()
     }
 }

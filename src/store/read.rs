@@ -8,8 +8,8 @@ use super::conflict::with_partition_key;
 use super::InstanceStore;
 use crate::error::{Error, Result};
 use crate::format::columns::{self, INSTANCE_ROW_KEY};
-use crate::format::entity::decode_instance;
 use crate::format::keys::partition_key;
+use crate::format::row::InstanceRow;
 use crate::model::{preview, InstanceStatus};
 
 /// How many reads [`InstanceStore::get_many`] keeps in flight.
@@ -68,11 +68,9 @@ impl ReadOptions {
         self
     }
 
-    /// The `$select` of these options; `None` for every column.
+    /// The `$select` of these options: the columns a status is decoded
+    /// from, the payloads only when asked for.
     pub(crate) fn select(&self) -> Option<Vec<&'static str>> {
-        if self.include_input && self.include_output {
-            return None;
-        }
         let mut columns = columns::COLUMNS_WITHOUT_PAYLOADS.to_vec();
         if self.include_input {
             columns.push(columns::INPUT);
@@ -202,14 +200,14 @@ impl InstanceStore {
         let select = columns.map(with_partition_key);
         match self
             .client
-            .get(pk, INSTANCE_ROW_KEY, select.as_deref())
+            .get::<InstanceRow>(pk, INSTANCE_ROW_KEY, select.as_deref())
             .await?
         {
             Some((mut row, etag)) => {
                 if fetch_large_payloads {
                     self.fetch_large_payloads(&mut row).await?;
                 }
-                decode_instance(&row, etag).map(Some)
+                row.decode(etag).map(Some)
             }
             None => Ok(None),
         }

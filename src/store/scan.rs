@@ -32,15 +32,15 @@ use futures::FutureExt;
 
 use super::InstanceQuery;
 use crate::error::Result;
-use crate::format::columns::{Entity, PARTITION_KEY};
-use crate::format::entity::row_partition_key;
+use crate::format::columns::PARTITION_KEY;
 use crate::format::filter::{InstanceFilter, KeyRange, KeyStart, MAX_COMPARISONS};
 use crate::format::keys::{compare_keys, prefix_upper_bound};
+use crate::format::row::{KeyRow, StoredRow};
 use crate::model::ETag;
 use crate::table::{Continuation, Page, PageRequest, ResponseFormat, TableClient};
 
 /// A row with its ETag, as a page holds it.
-pub(crate) type Row = (Entity, Option<ETag>);
+pub(crate) type Row<R> = (R, Option<ETag>);
 
 /// The most probes one cut sends, and how many at once.
 const MAX_PROBES: usize = 32;
@@ -75,12 +75,12 @@ pub(crate) struct ScanRequest {
 /// Scans the rows `request` asks for, a page at a time, with at most
 /// `concurrency` pages in flight; pages come in no particular order, each
 /// holding only the rows the query keeps. The first error ends the stream.
-pub(crate) fn scan(
+pub(crate) fn scan<R: StoredRow>(
     client: TableClient,
     request: ScanRequest,
     concurrency: usize,
-) -> impl Stream<Item = Result<Vec<Row>>> + Send + 'static {
-    let scanner = Scanner::new(client, request, concurrency);
+) -> impl Stream<Item = Result<Vec<Row<R>>>> + Send + 'static {
+    let scanner = Scanner::<R>::new(client, request, concurrency);
     futures::stream::unfold(scanner, |mut scanner| async move {
         scanner.next_page().await.map(|page| (page, scanner))
     })
@@ -117,10 +117,10 @@ impl Range {
     }
 }
 
-enum Event {
+enum Event<R> {
     Page {
         range: usize,
-        page: Result<Page>,
+        page: Result<Page<R>>,
     },
     Plan {
         ranges: Vec<KeyRange>,
@@ -131,7 +131,7 @@ enum Event {
     },
 }
 
-struct Scanner {
+struct Scanner<R> {
     client: TableClient,
     request: ScanRequest,
     /// The columns of the first page (with the key: it says where the
@@ -146,7 +146,7 @@ struct Scanner {
     splittable: bool,
     ranges: Vec<Range>,
     ready: VecDeque<usize>,
-    in_flight: FuturesUnordered<BoxFuture<'static, Event>>,
+    in_flight: FuturesUnordered<BoxFuture<'static, Event<R>>>,
     pages_in_flight: usize,
     splitting: bool,
     splits: usize,
@@ -196,8 +196,8 @@ impl Alphabet {
     }
 }
 
-impl Scanner {
-    fn new(client: TableClient, request: ScanRequest, concurrency: usize) -> Scanner {
+impl<R: StoredRow> Scanner<R> {
+    fn new(client: TableClient, request: ScanRequest, concurrency: usize) -> Scanner<R> {
         let query = &request.query;
         // Each range's two conditions replace the prefix's.
         let splittable = concurrency > 1
@@ -239,7 +239,7 @@ impl Scanner {
     }
 
     /// The next page with rows; `None` at the end or after an error.
-    async fn next_page(&mut self) -> Option<Result<Vec<Row>>> {
+    async fn next_page(&mut self) -> Option<Result<Vec<Row<R>>>> {
         loop {
             if self.failed {
                 return None;
@@ -380,23 +380,20 @@ impl Scanner {
     /// Takes a range's page: its rows before the range's end, the range's
     /// new position, and the rows the query keeps. After the first page of
     /// a splittable scan, the rest of the key space is planned in ranges.
-    fn take_page(&mut self, index: usize, page: Page) -> Vec<Row> {
+    fn take_page(&mut self, index: usize, page: Page<R>) -> Vec<Row<R>> {
         let range = &mut self.ranges[index];
         let mut rows = page.rows;
         let mut past_end = false;
         if let Some(end) = &range.end {
             if let Some(cut) = rows.iter().position(|(row, _)| {
-                row_partition_key(row).is_some_and(|key| compare_keys(key, end) != Ordering::Less)
+                row.partition_key()
+                    .is_some_and(|key| compare_keys(key, end) != Ordering::Less)
             }) {
                 rows.truncate(cut);
                 past_end = true;
             }
         }
-        if let Some(key) = rows
-            .iter()
-            .rev()
-            .find_map(|(row, _)| row_partition_key(row))
-        {
+        if let Some(key) = rows.iter().rev().find_map(|(row, _)| row.partition_key()) {
             range.last_key = Some(key.to_owned());
         }
         let first = index == 0 && range.pages == 0;
@@ -406,7 +403,7 @@ impl Scanner {
         // Every key of the first page, a sample of the others.
         let sample = if first { 1 } else { ALPHABET_SAMPLE };
         for (row, _) in rows.iter().step_by(sample).chain(rows.last()) {
-            if let Some(key) = row_partition_key(row) {
+            if let Some(key) = row.partition_key() {
                 self.alphabet.learn(key);
             }
         }
@@ -436,7 +433,7 @@ impl Scanner {
             self.ready.push_back(index);
         }
         let query = &self.request.query;
-        rows.retain(|(row, _)| query.keeps_row(row));
+        rows.retain(|(row, _)| query.keeps_key(row.partition_key()));
         rows
     }
 
@@ -635,8 +632,10 @@ async fn probe(client: &TableClient, target: &str, end: Option<&str>) -> Result<
     };
     let mut resume = None;
     for _ in 0..PROBE_PAGES {
-        let page = client.query_page(&request, resume.as_ref()).await?;
-        if let Some(key) = page.rows.iter().find_map(|(row, _)| row_partition_key(row)) {
+        let page = client
+            .query_page::<KeyRow>(&request, resume.as_ref())
+            .await?;
+        if let Some(key) = page.rows.iter().find_map(|(row, _)| row.partition_key()) {
             return Ok(Some(key.to_owned()));
         }
         match page.continuation {

@@ -34,8 +34,16 @@ async fn a_batch_deletes_all_its_rows() {
         client.insert(&row("p'q", key)).await.result.unwrap();
     }
     client.delete_batch("p'q", &keys).await.unwrap();
-    assert!(client.get("p'q", "0", None).await.unwrap().is_none());
-    assert!(client.get("p'q", "99", None).await.unwrap().is_none());
+    assert!(client
+        .get::<Entity>("p'q", "0", None)
+        .await
+        .unwrap()
+        .is_none());
+    assert!(client
+        .get::<Entity>("p'q", "99", None)
+        .await
+        .unwrap()
+        .is_none());
 }
 
 #[tokio::test]
@@ -48,7 +56,11 @@ async fn a_failed_batch_is_an_error_and_deletes_nothing() {
         .unwrap_err();
     assert!(matches!(err, Error::Storage { status: 404, .. }), "{err}");
     assert!(
-        client.get("p", "exists", None).await.unwrap().is_some(),
+        client
+            .get::<Entity>("p", "exists", None)
+            .await
+            .unwrap()
+            .is_some(),
         "the batch was rolled back"
     );
 }
@@ -63,7 +75,7 @@ async fn queries_page_and_filter_with_quoted_values() {
         filter: Some(filter),
         ..PageRequest::default()
     };
-    let page = client
+    let page: Page<Entity> = client
         .query_page(
             &quoted(format!("PartitionKey eq {}", odata_string("b'c"))),
             None,
@@ -77,7 +89,7 @@ async fn queries_page_and_filter_with_quoted_values() {
         "PartitionKey eq {}",
         odata_string("x' or PartitionKey ne 'x")
     );
-    let page = client.query_page(&quoted(injection), None).await.unwrap();
+    let page: Page<Entity> = client.query_page(&quoted(injection), None).await.unwrap();
     assert!(
         page.rows.is_empty(),
         "a quoted value cannot widen the filter"
@@ -88,7 +100,7 @@ async fn queries_page_and_filter_with_quoted_values() {
         top: Some(1),
         ..PageRequest::default()
     };
-    let pages: Vec<Page> = client
+    let pages: Vec<Page<Entity>> = client
         .pages(one_at_a_time, None)
         .try_collect()
         .await
@@ -104,9 +116,9 @@ async fn queries_page_and_filter_with_quoted_values() {
 #[tokio::test]
 async fn a_missing_table_is_named_and_queries_it_as_empty() {
     let client = table("Exists").await.sibling("NeverCreated");
-    let err = client.get("a", "", None).await.unwrap_err();
+    let err = client.get::<Entity>("a", "", None).await.unwrap_err();
     assert!(matches!(err, Error::TableNotFound { .. }), "{err}");
-    let page = client
+    let page: Page<Entity> = client
         .query_page(&PageRequest::default(), None)
         .await
         .unwrap();
@@ -192,7 +204,7 @@ async fn nothing_listening_on_loopback_is_not_retried() {
     let options = StoreOptions::default().retry_budget(Duration::from_secs(60));
     let client = TableClient::new(&config, "Nobody", &options).unwrap();
     let started = std::time::Instant::now();
-    let err = client.get("pk", "", None).await.unwrap_err();
+    let err = client.get::<Entity>("pk", "", None).await.unwrap_err();
     assert!(
         matches!(
             err,

@@ -41,6 +41,7 @@ use crate::config::{Credentials, StorageConfig, StoreOptions};
 use crate::error::{Error, Result};
 use crate::format::columns::{Entity, PARTITION_KEY, ROW_KEY};
 use crate::format::limits::check_entity;
+use crate::format::row::StoredRow;
 use crate::model::{ETag, WriteCondition};
 use errors::map_error;
 
@@ -323,16 +324,16 @@ impl TableClient {
 
     /// Reads one entity, optionally only some columns. `None` when absent;
     /// [`Error::TableNotFound`] when its table is.
-    pub(crate) async fn get(
+    pub(crate) async fn get<R: StoredRow>(
         &self,
         pk: &str,
         rk: &str,
         select: Option<&[&str]>,
-    ) -> Result<Option<(Entity, ETag)>> {
+    ) -> Result<Option<(R, ETag)>> {
         let select = select.map(|columns| Select::new(columns.join(",")));
         let read = self
             .send(|| {
-                let mut request = self.entity(pk, rk).get::<Entity>();
+                let mut request = self.entity(pk, rk).get::<R>();
                 if let Some(select) = &select {
                     request = request.select(select.clone());
                 }

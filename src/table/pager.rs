@@ -8,7 +8,7 @@ use futures::{Stream, StreamExt};
 use super::metadata::ResponseFormat;
 use super::TableClient;
 use crate::error::{Error, Result};
-use crate::format::columns::Entity;
+use crate::format::row::StoredRow;
 use crate::model::ETag;
 
 /// Where a query resumes: the service's NextPartitionKey and NextRowKey.
@@ -32,11 +32,11 @@ pub(crate) struct PageRequest {
     pub format: ResponseFormat,
 }
 
-/// One page of a query.
+/// One page of a query, each row decoded into `R`.
 #[derive(Debug)]
-pub(crate) struct Page {
-    /// Each row with its ETag (absent only if the service sent none).
-    pub rows: Vec<(Entity, Option<ETag>)>,
+pub(crate) struct Page<R> {
+    /// Each row with its ETag (absent when the service sent none).
+    pub rows: Vec<(R, Option<ETag>)>,
     /// Where the next page starts; `None` at the end.
     pub continuation: Option<Continuation>,
 }
@@ -44,11 +44,11 @@ pub(crate) struct Page {
 impl TableClient {
     /// Fetches one page, from the start or from `resume`. A table that does
     /// not exist has no rows.
-    pub(crate) async fn query_page(
+    pub(crate) async fn query_page<R: StoredRow>(
         &self,
         request: &PageRequest,
         resume: Option<&Continuation>,
-    ) -> Result<Page> {
+    ) -> Result<Page<R>> {
         match self.query_existing_page(request, resume).await {
             Err(Error::TableNotFound { .. }) => Ok(Page {
                 rows: Vec::new(),
@@ -61,11 +61,11 @@ impl TableClient {
     /// [`TableClient::query_page`], but a table that does not exist is
     /// [`Error::TableNotFound`]: a table with no rows is told apart from no
     /// table.
-    pub(crate) async fn query_existing_page(
+    pub(crate) async fn query_existing_page<R: StoredRow>(
         &self,
         request: &PageRequest,
         resume: Option<&Continuation>,
-    ) -> Result<Page> {
+    ) -> Result<Page<R>> {
         let fetched = self
             .send(|| async {
                 let mut context = azure_core::Context::new();
@@ -86,7 +86,7 @@ impl TableClient {
                         query = query.initial_row_key(row_key.clone());
                     }
                 }
-                let mut pages = query.into_stream::<Entity>();
+                let mut pages = query.into_stream::<R>();
                 match pages.next().await {
                     Some(page) => page.map(Some),
                     None => Ok(None),
@@ -94,7 +94,7 @@ impl TableClient {
             })
             .await
             .result;
-        let page: QueryEntityResponse<Entity> = match fetched {
+        let page: QueryEntityResponse<R> = match fetched {
             Ok(Some(page)) => page,
             Ok(None) => return Err(Error::transport("the query returned no page")),
             Err(other) => return Err(other),
@@ -107,12 +107,9 @@ impl TableClient {
         let rows = page
             .entities
             .into_iter()
-            .map(|mut entity| {
-                let etag = entity
-                    .remove("odata.etag")
-                    .and_then(|v| v.as_str().map(ETag::new));
-                entity.retain(|name, _| !name.starts_with("odata."));
-                (entity, etag)
+            .map(|mut row| {
+                let etag = row.take_etag();
+                (row, etag)
             })
             .collect();
         Ok(Page { rows, continuation })
@@ -121,11 +118,11 @@ impl TableClient {
     /// Every page of a query, lazily: the next page is fetched only when the
     /// stream is polled for it. A page may be empty while more follow; the
     /// stream ends when no continuation comes back.
-    pub(crate) fn pages(
+    pub(crate) fn pages<R: StoredRow>(
         &self,
         request: PageRequest,
         start: Option<Continuation>,
-    ) -> impl Stream<Item = Result<Page>> + Send + 'static {
+    ) -> impl Stream<Item = Result<Page<R>>> + Send + 'static {
         let client = self.clone();
         futures::stream::try_unfold(Some(start), move |state| {
             let client = client.clone();
