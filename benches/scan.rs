@@ -11,8 +11,9 @@
 //! them without input and purges the completed half, each with
 //! `scan_concurrency(1)` and with the default; checks that both ways give
 //! the same answer, and prints wall time, requests per kind (as the proxy
-//! saw them) and peak heap. Counts over two other id shapes (`order-1` ...
-//! `order-N`, and ids sharing a long prefix) show how the split adapts.
+//! saw them), peak heap and CPU time. Counts and listings over two other id
+//! shapes (`order-1` ... `order-N`, and ids sharing a long prefix) show how
+//! the split adapts.
 //!
 //! One emulator walks its whole table for every query, so at 100,000 rows
 //! its own time per page exceeds the model's: the bench measures that on
@@ -1588,10 +1589,21 @@ async fn main() -> Result<()> {
             shape_runs.push(run);
         }
         assert_eq!(answers[0], answers[1], "{label}: the counts differ");
+        let mut expected = IdSet::default();
+        ids.iter().for_each(|id| expected.add(id));
+        for concurrency in [1, parallel] {
+            let store = store(&modeled, &shape_hub.name, concurrency)?;
+            let (listed, run) = measure(&proxy, &format!("list, {label}"), concurrency, || {
+                list_without_input(&store)
+            })
+            .await?;
+            assert_eq!(listed, expected, "{label}: the listing's ids differ");
+            shape_runs.push(run);
+        }
     }
     print_runs(
         &format!(
-            "count_by_status over {} instances of other id shapes, under the model",
+            "Counts and listings without input over {} instances of other id shapes, under the model",
             thousands(shape_rows as u64)
         ),
         &shape_runs,

@@ -24,7 +24,7 @@
 //! particular order.
 
 use std::cmp::Ordering;
-use std::collections::{BTreeSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use futures::future::BoxFuture;
 use futures::stream::{FuturesUnordered, Stream, StreamExt};
@@ -54,6 +54,12 @@ const PLAN_ROUNDS: usize = 3;
 /// cheap, but not free.
 const SPLITS_PER_RANGE: u8 = 2;
 const SPLITS_PER_SLOT: usize = 2;
+/// The pages a running range is estimated to have left, at least, for a
+/// cut to be worth its probes (a cut takes a few round trips before the
+/// new ranges read anything).
+const MIN_PAGES_LEFT_TO_CUT: f64 = 2.0;
+/// Characters after the shared prefix that place a key within its range.
+const PLACING_POSITIONS: usize = 6;
 /// Keys of a page that teach the scan its characters: every n-th.
 const ALPHABET_SAMPLE: usize = 16;
 /// Where probes look before any key was read.
@@ -301,13 +307,19 @@ impl<R: StoredRow> Scanner<R> {
         {
             return;
         }
+        // The range with the most pages left, if it has enough to share.
+        let mut digits = Digits::new(&self.alphabet);
         let Some((index, lower)) = self
             .ranges
             .iter()
             .enumerate()
             .filter(|(_, r)| !r.done && r.resume.is_some() && r.splits < SPLITS_PER_RANGE)
-            .filter_map(|(i, r)| Some((i, r.pages, r.last_key.clone()?)))
-            .max_by_key(|(_, pages, _)| *pages)
+            .filter_map(|(i, r)| {
+                let last = r.last_key.as_deref()?;
+                let left = pages_left(r, last, &mut digits);
+                (left >= MIN_PAGES_LEFT_TO_CUT).then(|| (i, left, last.to_owned()))
+            })
+            .max_by(|a, b| a.1.total_cmp(&b.1))
             .map(|(i, _, lower)| (i, lower))
         else {
             return;
@@ -466,6 +478,83 @@ impl<R: StoredRow> Scanner<R> {
             self.ready.push_back(self.ranges.len());
             self.ranges.push(Range::new(range));
         }
+    }
+}
+
+/// The pages a running range has left, estimated from where its last key
+/// lies between its start and its end; infinite when that cannot be told.
+fn pages_left(range: &Range, last: &str, digits: &mut Digits<'_>) -> f64 {
+    let start = match &range.start {
+        KeyStart::First => "",
+        KeyStart::From(key) | KeyStart::After(key) => key,
+    };
+    match digits.progress(start, last, range.end.as_deref()) {
+        Some(done) if done > 0.0 => f64::from(range.pages) * (1.0 - done) / done,
+        _ => f64::INFINITY,
+    }
+}
+
+/// Keys read as numbers in `[0, 1)` whose digits are the characters seen
+/// at each position: a rough measure of how far into a range a key lies,
+/// close for ids spread evenly (GUIDs, counters), that only decides
+/// whether a running range is worth cutting.
+struct Digits<'a> {
+    alphabet: &'a Alphabet,
+    /// The characters of each position asked for so far, in UTF-16 order.
+    at: BTreeMap<usize, Vec<u32>>,
+}
+
+impl<'a> Digits<'a> {
+    fn new(alphabet: &'a Alphabet) -> Self {
+        Digits {
+            alphabet,
+            at: BTreeMap::new(),
+        }
+    }
+
+    /// Where `key` lies from `start` (0) to `end` (1; `None`: past every
+    /// key); `None` when the three cannot be told apart.
+    fn progress(&mut self, start: &str, key: &str, end: Option<&str>) -> Option<f64> {
+        // Characters all three share add the same to each: start after them.
+        let shared =
+            |a: &str, b: &str| a.chars().zip(b.chars()).take_while(|(x, y)| x == y).count();
+        // With no end, the range runs to the end of the keys under the
+        // prefix its start and this key share.
+        let from = match end {
+            Some(end) => shared(start, end).min(shared(start, key)),
+            None => shared(start, key),
+        };
+        let low = self.value(start, from);
+        let high = end.map_or(1.0, |end| self.value(end, from));
+        let span = high - low;
+        (span > 0.0).then(|| ((self.value(key, from) - low) / span).clamp(0.0, 1.0))
+    }
+
+    /// The key's characters from position `from` on, as a fraction.
+    fn value(&mut self, key: &str, from: usize) -> f64 {
+        let mut value = 0.0;
+        let mut scale = 1.0;
+        let mut chars = key.chars().skip(from);
+        for position in from..from + PLACING_POSITIONS {
+            let alphabet = self.alphabet;
+            let seen = self.at.entry(position).or_insert_with(|| {
+                let mut ranks: Vec<u32> =
+                    alphabet.at(position).into_iter().map(utf16_rank).collect();
+                ranks.sort_unstable();
+                ranks
+            });
+            // Each character seen is a digit, in order; an unseen one takes
+            // the place of the next seen one, and the end of a key (a
+            // shorter key sorts first) that of the first.
+            let base = seen.len().max(1) as f64;
+            let digit = chars.next().map_or(0, |c| {
+                seen.partition_point(|&rank| rank < utf16_rank(c))
+                    .min(seen.len().saturating_sub(1))
+            });
+            scale /= base;
+            value += digit as f64 * scale;
+        }
+        value
     }
 }
 
@@ -695,6 +784,77 @@ mod tests {
                 '\u{E000}',
                 '\u{FFFF}'
             ]
+        );
+    }
+
+    fn alphabet_of(keys: &[String]) -> Alphabet {
+        let mut alphabet = Alphabet::default();
+        keys.iter().for_each(|key| alphabet.learn(key));
+        alphabet
+    }
+
+    #[test]
+    fn a_key_is_placed_within_its_range() {
+        // GUID-like ids: hex digits at every position.
+        let hex: Vec<String> = (0..4096u32)
+            .map(|i| format!("{:03x}{:029x}", i, i * 7919))
+            .collect();
+        let alphabet = alphabet_of(&hex);
+        let mut digits = Digits::new(&alphabet);
+        let at = |digits: &mut Digits<'_>, start: &str, key: &str, end: Option<&str>| {
+            digits.progress(start, key, end).unwrap()
+        };
+        let key = |head: &str| format!("{head:0<32}");
+        let (four, five) = (key("4"), key("5"));
+        let quarter = at(&mut digits, &four, &key("44"), Some(&five));
+        assert!((quarter - 0.25).abs() < 0.05, "{quarter}");
+        let most = at(&mut digits, &four, &key("4e"), Some(&five));
+        assert!((most - 0.875).abs() < 0.05, "{most}");
+        let half = at(&mut digits, "", &key("8"), None);
+        assert!((half - 0.5).abs() < 0.05, "{half}");
+        assert_eq!(at(&mut digits, &four, &four, Some(&five)), 0.0);
+        // Counters: order-1 ... order-20000 in key order.
+        let orders: Vec<String> = (1..=20000).map(|i| format!("order-{i}")).collect();
+        let alphabet = alphabet_of(&orders);
+        let mut digits = Digits::new(&alphabet);
+        let third = digits
+            .progress("order-1", "order-13", Some("order-2"))
+            .unwrap();
+        assert!((0.2..0.4).contains(&third), "{third}");
+        // A start past the key (it cannot be) reads as no progress.
+        assert_eq!(
+            digits.progress("order-5", "order-1", Some("order-6")),
+            Some(0.0)
+        );
+    }
+
+    #[test]
+    fn only_ranges_with_pages_left_are_worth_cutting() {
+        let hex: Vec<String> = (0..4096u32)
+            .map(|i| format!("{:03x}{:029x}", i, i * 7919))
+            .collect();
+        let alphabet = alphabet_of(&hex);
+        let mut digits = Digits::new(&alphabet);
+        let range = |start: &str, end: &str, pages: u32| Range {
+            pages,
+            ..Range::new(KeyRange {
+                start: KeyStart::From(start.into()),
+                end: Some(end.into()),
+            })
+        };
+        let key = |head: &str| format!("{head:0<32}");
+        let (four, five) = (key("4"), key("5"));
+        // Seven pages read, seven eighths of the way: one page left.
+        let nearly = pages_left(&range(&four, &five, 7), &key("4e"), &mut digits);
+        assert!((0.5..1.5).contains(&nearly), "{nearly}");
+        assert!(nearly < MIN_PAGES_LEFT_TO_CUT);
+        // One page read, a sixteenth of the way: fifteen left.
+        let early = pages_left(&range(&four, &five, 1), &key("41"), &mut digits);
+        assert!((10.0..20.0).contains(&early), "{early}");
+        // No progress to measure: cut as before.
+        assert_eq!(
+            pages_left(&range(&four, &five, 1), &four, &mut digits),
+            f64::INFINITY
         );
     }
 
