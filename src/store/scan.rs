@@ -587,26 +587,42 @@ async fn plan(
             break;
         }
         let want = slots.div_ceil(ranges.len()).max(2) - 1;
-        let cuts: Vec<Result<Vec<String>>> = futures::stream::iter(ranges.clone())
-            .map(|(range, cuttable)| {
+        // Cutting every range in two would overshoot: cut only as many as
+        // the slots still need, spread over the key space.
+        let cuttable: Vec<usize> = (0..ranges.len()).filter(|&i| ranges[i].1).collect();
+        let chosen: BTreeSet<usize> = if want == 1 {
+            spread(&cuttable, slots - ranges.len())
+                .into_iter()
+                .collect()
+        } else {
+            cuttable.into_iter().collect()
+        };
+        let cuts: Vec<Option<Result<Vec<String>>>> = futures::stream::iter(ranges.clone())
+            .enumerate()
+            .map(|(index, (range, _))| {
                 let client = client.clone();
                 let alphabet = alphabet.clone();
+                let chosen = chosen.contains(&index);
                 async move {
-                    if !cuttable {
-                        return Ok(Vec::new());
+                    if !chosen {
+                        return None;
                     }
                     let lower = match &range.start {
                         KeyStart::First => "",
                         KeyStart::From(key) | KeyStart::After(key) => key,
                     };
-                    boundaries(&client, lower, range.end.as_deref(), &alphabet, want).await
+                    Some(boundaries(&client, lower, range.end.as_deref(), &alphabet, want).await)
                 }
             })
             .buffered(PROBES_IN_FLIGHT)
             .collect()
             .await;
         let mut next = Vec::new();
-        for ((range, _), found) in ranges.into_iter().zip(cuts) {
+        for ((range, cuttable), found) in ranges.into_iter().zip(cuts) {
+            let Some(found) = found else {
+                next.push((range, cuttable));
+                continue;
+            };
             match found {
                 Ok(found) if !found.is_empty() => {
                     next.extend(
