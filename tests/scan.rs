@@ -241,6 +241,39 @@ async fn the_key_space_is_cut_where_the_ids_branch() -> Result<()> {
     Ok(())
 }
 
+/// A hub of a few pages is read in about as many ranges as it has pages,
+/// whatever the slots: few probes, few short pages.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hub_of_a_few_pages_costs_few_probes() -> Result<()> {
+    const ROWS: usize = 300;
+    const PAGE: u32 = 100;
+    let (store, proxy) = common::proxied_store(StoreOptions::default().scan_concurrency(16)).await;
+    let ids: Vec<String> = (0..ROWS)
+        .map(|i| {
+            format!(
+                "{:032x}",
+                (i as u128).wrapping_mul(0x9e37_79b9_7f4a_7c15_f39c_c060_5ced_c835)
+            )
+        })
+        .collect();
+    write_rows(&store, &with_statuses(ids)).await;
+    proxy.take_lines();
+    let counts = store
+        .count_by_status(&InstanceQuery::new().page_size(PAGE))
+        .await?;
+    assert_eq!(counts.total(), ROWS as u64);
+    let lines = proxy.take_lines();
+    let pages: usize = pages_per_range(&lines, PAGE).values().sum();
+    let probes = lines.len() - pages;
+    println!("{pages} pages, {probes} probes");
+    // One round of probes finds the branches, and with them the first page
+    // tells that two pages are left: the rest is read in about as many
+    // ranges, not cut into one per slot.
+    assert!(pages <= 6, "{pages} pages for {ROWS} rows of {PAGE}");
+    assert!(probes <= 20, "{probes} probes for {pages} pages");
+    Ok(())
+}
+
 /// A hub of one page costs one request, parallel or not, and a count asks
 /// no metadata and only the status column.
 #[tokio::test]

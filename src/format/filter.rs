@@ -41,6 +41,16 @@ pub(crate) enum KeyStart {
     After(String),
 }
 
+impl KeyStart {
+    /// The key it starts at or after; `None` at the first key.
+    pub(crate) fn key(&self) -> Option<&str> {
+        match self {
+            KeyStart::First => None,
+            KeyStart::From(key) | KeyStart::After(key) => Some(key),
+        }
+    }
+}
+
 /// A range of partition keys: from `start` to `end`, `end` excluded.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub(crate) struct KeyRange {

@@ -104,6 +104,8 @@ struct Range {
     /// The last key the range returned: it has returned every key up to it.
     last_key: Option<String>,
     pages: u32,
+    /// The rows it has returned.
+    rows: u64,
     splits: u8,
     done: bool,
 }
@@ -117,6 +119,7 @@ impl Range {
             resume: None,
             last_key: None,
             pages: 0,
+            rows: 0,
             splits: 0,
             done: false,
         }
@@ -316,7 +319,7 @@ impl<R: StoredRow> Scanner<R> {
             .filter(|(_, r)| !r.done && r.resume.is_some() && r.splits < SPLITS_PER_RANGE)
             .filter_map(|(i, r)| {
                 let last = r.last_key.as_deref()?;
-                let left = pages_left(r, last, &mut digits);
+                let left = pages_left(r, last, &mut digits, self.request.page_size);
                 (left >= MIN_PAGES_LEFT_TO_CUT).then(|| (i, left, last.to_owned()))
             })
             .max_by(|a, b| a.1.total_cmp(&b.1))
@@ -410,6 +413,7 @@ impl<R: StoredRow> Scanner<R> {
         }
         let first = index == 0 && range.pages == 0;
         range.pages += 1;
+        range.rows += rows.len() as u64;
         range.resume = page.continuation;
         range.done = past_end || range.resume.is_none();
         // Every key of the first page, a sample of the others.
@@ -433,10 +437,20 @@ impl<R: StoredRow> Scanner<R> {
             let client = self.client.clone();
             let alphabet = self.alphabet.clone();
             let slots = self.concurrency;
+            let first_page = rows
+                .first()
+                .and_then(|(row, _)| row.partition_key())
+                .zip(range.last_key.as_deref())
+                .map(|(first, last)| FirstPage {
+                    first_key: first.to_owned(),
+                    last_key: last.to_owned(),
+                    rows: rows.len(),
+                    page_size: self.request.page_size,
+                });
             self.in_flight.push(
                 async move {
                     Event::Plan {
-                        ranges: plan(&client, rest, &alphabet, slots).await,
+                        ranges: plan(&client, rest, &alphabet, slots, first_page).await,
                     }
                 }
                 .boxed(),
@@ -481,15 +495,19 @@ impl<R: StoredRow> Scanner<R> {
     }
 }
 
-/// The pages a running range has left, estimated from where its last key
-/// lies between its start and its end; infinite when that cannot be told.
-fn pages_left(range: &Range, last: &str, digits: &mut Digits<'_>) -> f64 {
+/// The pages of `page_size` rows a running range has left, estimated from
+/// the rows it returned and where its last key lies between its start and
+/// its end (a page may end short, at a partition server's boundary);
+/// infinite when that cannot be told.
+fn pages_left(range: &Range, last: &str, digits: &mut Digits<'_>, page_size: u32) -> f64 {
     let start = match &range.start {
         KeyStart::First => "",
         KeyStart::From(key) | KeyStart::After(key) => key,
     };
     match digits.progress(start, last, range.end.as_deref()) {
-        Some(done) if done > 0.0 => f64::from(range.pages) * (1.0 - done) / done,
+        Some(done) if done > 0.0 => {
+            range.rows as f64 * (1.0 - done) / done / f64::from(page_size.max(1))
+        }
         _ => f64::INFINITY,
     }
 }
@@ -516,8 +534,7 @@ impl<'a> Digits<'a> {
     /// key); `None` when the three cannot be told apart.
     fn progress(&mut self, start: &str, key: &str, end: Option<&str>) -> Option<f64> {
         // Characters all three share add the same to each: start after them.
-        let shared =
-            |a: &str, b: &str| a.chars().zip(b.chars()).take_while(|(x, y)| x == y).count();
+        let shared = shared_chars;
         // With no end, the range runs to the end of the keys under the
         // prefix its start and this key share.
         let from = match end {
@@ -558,6 +575,63 @@ impl<'a> Digits<'a> {
     }
 }
 
+/// What the first page of a scan read: where the plan estimates the size
+/// of the rest from.
+#[derive(Debug)]
+struct FirstPage {
+    first_key: String,
+    last_key: String,
+    rows: usize,
+    page_size: u32,
+}
+
+impl FirstPage {
+    /// The pages left after this page, estimated from where its keys lie
+    /// in the key space: from its first key to `end` (`None`: to the end of
+    /// the keys under the prefix its first key and `highest` share, a
+    /// known key of the rest). Infinite when that cannot be told.
+    fn pages_left(&self, alphabet: &Alphabet, highest: &str, end: Option<&str>) -> f64 {
+        let mut digits = Digits::new(alphabet);
+        let bound = end.unwrap_or(highest);
+        let from =
+            shared_chars(&self.first_key, bound).min(shared_chars(&self.first_key, &self.last_key));
+        let low = digits.value(&self.first_key, from);
+        let high = end.map_or(1.0, |end| digits.value(end, from));
+        let done = (digits.value(&self.last_key, from) - low) / (high - low);
+        if !(done > 0.0 && done <= 1.0) {
+            return f64::INFINITY;
+        }
+        self.rows as f64 * (1.0 - done) / done / f64::from(self.page_size.max(1))
+    }
+}
+
+/// The characters two keys share at their start.
+fn shared_chars(a: &str, b: &str) -> usize {
+    a.chars().zip(b.chars()).take_while(|(x, y)| x == y).count()
+}
+
+/// Contiguous ranges (in key order) joined into `n`, each of about as many
+/// of them as the others.
+fn merge(ranges: Vec<(KeyRange, bool)>, n: usize) -> Vec<(KeyRange, bool)> {
+    let starts: BTreeSet<usize> = std::iter::once(0)
+        .chain(spread(
+            &(1..ranges.len()).collect::<Vec<_>>(),
+            n.saturating_sub(1),
+        ))
+        .collect();
+    let mut merged: Vec<(KeyRange, bool)> = Vec::new();
+    for (index, (range, cuttable)) in ranges.into_iter().enumerate() {
+        match merged.last_mut() {
+            Some((last, last_cuttable)) if !starts.contains(&index) => {
+                last.end = range.end;
+                *last_cuttable = *last_cuttable || cuttable;
+            }
+            _ => merged.push((range, cuttable)),
+        }
+    }
+    merged
+}
+
 /// The ranges from `start` to `end`, cut at `boundaries` (sorted, within).
 fn cut(start: KeyStart, end: Option<String>, boundaries: &[String]) -> Vec<KeyRange> {
     let starts = std::iter::once(start).chain(boundaries.iter().cloned().map(KeyStart::From));
@@ -579,10 +653,28 @@ async fn plan(
     client: &TableClient,
     rest: KeyRange,
     alphabet: &Alphabet,
-    slots: usize,
+    mut slots: usize,
+    first_page: Option<FirstPage>,
 ) -> Vec<KeyRange> {
+    let rest_end = rest.end.clone();
     let mut ranges = vec![(rest, true)];
-    for _ in 0..PLAN_ROUNDS {
+    for round in 0..PLAN_ROUNDS {
+        if round == 1 {
+            // The first round found where the rest of the keys branch: with
+            // them, the first page tells how many pages are left. A small
+            // hub is read in as many ranges as it has pages.
+            if let Some(first) = &first_page {
+                let mut alphabet = alphabet.clone();
+                let found: Vec<&str> = ranges.iter().filter_map(|(r, _)| r.start.key()).collect();
+                found.iter().for_each(|key| alphabet.learn(key));
+                let highest = found.last().copied().unwrap_or(&first.last_key);
+                let left = first.pages_left(&alphabet, highest, rest_end.as_deref());
+                slots = slots.min(left.ceil().max(1.0) as usize);
+                if ranges.len() > slots {
+                    ranges = merge(ranges, slots);
+                }
+            }
+        }
         if ranges.len() >= slots || !ranges.iter().any(|(_, cuttable)| *cuttable) {
             break;
         }
@@ -853,6 +945,7 @@ mod tests {
         let mut digits = Digits::new(&alphabet);
         let range = |start: &str, end: &str, pages: u32| Range {
             pages,
+            rows: u64::from(pages) * 100,
             ..Range::new(KeyRange {
                 start: KeyStart::From(start.into()),
                 end: Some(end.into()),
@@ -861,17 +954,73 @@ mod tests {
         let key = |head: &str| format!("{head:0<32}");
         let (four, five) = (key("4"), key("5"));
         // Seven pages read, seven eighths of the way: one page left.
-        let nearly = pages_left(&range(&four, &five, 7), &key("4e"), &mut digits);
+        let nearly = pages_left(&range(&four, &five, 7), &key("4e"), &mut digits, 100);
         assert!((0.5..1.5).contains(&nearly), "{nearly}");
         assert!(nearly < MIN_PAGES_LEFT_TO_CUT);
         // One page read, a sixteenth of the way: fifteen left.
-        let early = pages_left(&range(&four, &five, 1), &key("41"), &mut digits);
+        let early = pages_left(&range(&four, &five, 1), &key("41"), &mut digits, 100);
         assert!((10.0..20.0).contains(&early), "{early}");
+        // Pages cut short (at partition boundaries) count by their rows.
+        let short = Range {
+            rows: 70,
+            ..range(&four, &five, 7)
+        };
+        let little = pages_left(&short, &key("4e"), &mut digits, 100);
+        assert!(little < 0.2, "{little}");
         // No progress to measure: cut as before.
         assert_eq!(
-            pages_left(&range(&four, &five, 1), &four, &mut digits),
+            pages_left(&range(&four, &five, 1), &four, &mut digits, 100),
             f64::INFINITY
         );
+    }
+
+    #[test]
+    fn the_first_page_tells_the_pages_left() {
+        let hex: Vec<String> = (0..4096u32)
+            .map(|i| format!("{:03x}{:029x}", i, i * 7919))
+            .collect();
+        let alphabet = alphabet_of(&hex);
+        let key = |head: &str| format!("{head:0<32}");
+        let page = |first: &str, last: &str| FirstPage {
+            first_key: key(first),
+            last_key: key(last),
+            rows: 100,
+            page_size: 100,
+        };
+        // A third of the key space in one page: two pages left.
+        let third = page("0", "55").pages_left(&alphabet, &key("f"), None);
+        assert!((1.5..2.5).contains(&third), "{third}");
+        // A hundredth: about 99 left.
+        let big = page("0", "028f").pages_left(&alphabet, &key("f"), None);
+        assert!((80.0..120.0).contains(&big), "{big}");
+        // Within a range that ends: half of it read, one page left.
+        let half = page("4", "48").pages_left(&alphabet, &key("4f"), Some(&key("5")));
+        assert!((0.8..1.2).contains(&half), "{half}");
+        // Nothing learned: cut as before.
+        let none = page("4", "4").pages_left(&alphabet, &key("f"), None);
+        assert_eq!(none, f64::INFINITY);
+    }
+
+    #[test]
+    fn merged_ranges_stay_contiguous() {
+        let ranges: Vec<(KeyRange, bool)> = cut(
+            KeyStart::After("a".into()),
+            None,
+            &["c".into(), "e".into(), "g".into(), "i".into()],
+        )
+        .into_iter()
+        .map(|range| (range, true))
+        .collect();
+        let merged = merge(ranges.clone(), 2);
+        let bounds: Vec<(Option<&str>, Option<&str>)> = merged
+            .iter()
+            .map(|(r, _)| (r.start.key(), r.end.as_deref()))
+            .collect();
+        assert_eq!(bounds, [(Some("a"), Some("g")), (Some("g"), None)]);
+        assert_eq!(merge(ranges.clone(), 1).len(), 1);
+        assert_eq!(merge(ranges.clone(), 1)[0].0.end, None);
+        assert_eq!(merge(ranges.clone(), 5).len(), 5);
+        assert_eq!(merge(ranges, 9).len(), 5);
     }
 
     #[test]
