@@ -169,9 +169,10 @@ impl Parts {
     const ALL: [&'static str; 5] = ["single", "count", "list", "purge", "shapes"];
 
     fn from_env() -> Result<Parts> {
-        let Ok(chosen) = std::env::var("DURABLE_STATUS_SCAN_BENCH_ONLY") else {
+        let chosen = std::env::var("DURABLE_STATUS_SCAN_BENCH_ONLY").unwrap_or_default();
+        if chosen.trim().is_empty() {
             return Ok(Parts(Self::ALL.iter().map(|p| p.to_string()).collect()));
-        };
+        }
         let parts: Vec<String> = chosen.split(',').map(|p| p.trim().to_owned()).collect();
         if let Some(unknown) = parts.iter().find(|p| !Self::ALL.contains(&p.as_str())) {
             bail!(

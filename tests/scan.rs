@@ -191,7 +191,7 @@ type IdOf = fn(usize) -> String;
 async fn the_key_space_is_cut_where_the_ids_branch() -> Result<()> {
     const ROWS: usize = 400;
     const PAGE: u32 = 10;
-    let shapes: [(&str, IdOf); 5] = [
+    let shapes: [(&str, IdOf); 6] = [
         ("guids", |i| {
             format!(
                 "{:032x}",
@@ -207,6 +207,15 @@ async fn the_key_space_is_cut_where_the_ids_branch() -> Result<()> {
             )
         }),
         ("escaped characters", |i| format!("a/b#c?{}\\{}", i % 7, i)),
+        // The first page holds both families: only the second says how
+        // many pages are left.
+        ("two families", |i| {
+            if i < 5 {
+                format!("acme-{i}")
+            } else {
+                format!("zeta-{i}")
+            }
+        }),
     ];
     for (shape, id) in shapes {
         let (store, proxy) =
@@ -271,6 +280,21 @@ async fn a_hub_of_a_few_pages_costs_few_probes() -> Result<()> {
     // ranges, not cut into one per slot.
     assert!(pages <= 6, "{pages} pages for {ROWS} rows of {PAGE}");
     assert!(probes <= 20, "{probes} probes for {pages} pages");
+    // A listing, which could cut its ranges again, as well.
+    let listed: Vec<_> = store
+        .query_unordered(&InstanceQuery::new().page_size(PAGE))
+        .try_collect()
+        .await?;
+    assert_eq!(listed.len(), ROWS);
+    let lines = proxy.take_lines();
+    let pages: usize = pages_per_range(&lines, PAGE).values().sum();
+    let probes = lines.len() - pages;
+    println!("listing: {pages} pages, {probes} probes");
+    assert!(
+        pages <= 6,
+        "listing: {pages} pages for {ROWS} rows of {PAGE}"
+    );
+    assert!(probes <= 20, "listing: {probes} probes for {pages} pages");
     Ok(())
 }
 

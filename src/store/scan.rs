@@ -220,7 +220,7 @@ impl<R: StoredRow> Scanner<R> {
             }
             columns
         };
-        // The prefix check of `keeps_row` reads the key.
+        // The prefix check of `keeps_key` reads the key.
         let prefixed = query.instance_id_prefix.is_some();
         let select = with_key(&request.columns, prefixed);
         let first_select = with_key(&request.columns, prefixed || splittable);
@@ -437,16 +437,14 @@ impl<R: StoredRow> Scanner<R> {
             let client = self.client.clone();
             let alphabet = self.alphabet.clone();
             let slots = self.concurrency;
-            let first_page = rows
-                .first()
-                .and_then(|(row, _)| row.partition_key())
-                .zip(range.last_key.as_deref())
-                .map(|(first, last)| FirstPage {
-                    first_key: first.to_owned(),
-                    last_key: last.to_owned(),
-                    rows: rows.len(),
-                    page_size: self.request.page_size,
-                });
+            let first_page = FirstPage {
+                keys: rows
+                    .iter()
+                    .filter_map(|(row, _)| row.partition_key().map(str::to_owned))
+                    .collect(),
+                page_size: self.request.page_size,
+                can_cut_later: self.keys_in_rows,
+            };
             self.in_flight.push(
                 async move {
                     Event::Plan {
@@ -579,29 +577,43 @@ impl<'a> Digits<'a> {
 /// of the rest from.
 #[derive(Debug)]
 struct FirstPage {
-    first_key: String,
-    last_key: String,
-    rows: usize,
+    /// Its keys, in key order.
+    keys: Vec<String>,
     page_size: u32,
+    /// Whether the scan's rows carry their keys, so that a range found
+    /// too long can be cut while it runs.
+    can_cut_later: bool,
 }
 
 impl FirstPage {
     /// The pages left after this page, estimated from where its keys lie
-    /// in the key space: from its first key to `end` (`None`: to the end of
-    /// the keys under the prefix its first key and `highest` share, a
-    /// known key of the rest). Infinite when that cannot be told.
+    /// in the key space: up to `end` (`None`: to the end of the keys under
+    /// the prefix its last key and `highest`, a known key of the rest,
+    /// share). Only the page's keys under the prefix its last key shares
+    /// with the rest count: keys of another family of ids, before it, say
+    /// nothing of the rest's density. Infinite when that cannot be told.
     fn pages_left(&self, alphabet: &Alphabet, highest: &str, end: Option<&str>) -> f64 {
-        let mut digits = Digits::new(alphabet);
+        let Some(last) = self.keys.last() else {
+            return f64::INFINITY;
+        };
         let bound = end.unwrap_or(highest);
-        let from =
-            shared_chars(&self.first_key, bound).min(shared_chars(&self.first_key, &self.last_key));
-        let low = digits.value(&self.first_key, from);
+        let prefix: String = last.chars().take(shared_chars(last, bound)).collect();
+        let mut under = self.keys.iter().filter(|key| key.starts_with(&prefix));
+        let (Some(first), rows) = (under.next(), under.count() + 1) else {
+            return f64::INFINITY;
+        };
+        if rows < 2 {
+            return f64::INFINITY;
+        }
+        let mut digits = Digits::new(alphabet);
+        let from = shared_chars(first, bound).min(shared_chars(first, last));
+        let low = digits.value(first, from);
         let high = end.map_or(1.0, |end| digits.value(end, from));
-        let done = (digits.value(&self.last_key, from) - low) / (high - low);
+        let done = (digits.value(last, from) - low) / (high - low);
         if !(done > 0.0 && done <= 1.0) {
             return f64::INFINITY;
         }
-        self.rows as f64 * (1.0 - done) / done / f64::from(self.page_size.max(1))
+        rows as f64 * (1.0 - done) / done / f64::from(self.page_size.max(1))
     }
 }
 
@@ -654,7 +666,7 @@ async fn plan(
     rest: KeyRange,
     alphabet: &Alphabet,
     mut slots: usize,
-    first_page: Option<FirstPage>,
+    first: FirstPage,
 ) -> Vec<KeyRange> {
     let rest_end = rest.end.clone();
     let mut ranges = vec![(rest, true)];
@@ -663,16 +675,23 @@ async fn plan(
             // The first round found where the rest of the keys branch: with
             // them, the first page tells how many pages are left. A small
             // hub is read in as many ranges as it has pages.
-            if let Some(first) = &first_page {
-                let mut alphabet = alphabet.clone();
-                let found: Vec<&str> = ranges.iter().filter_map(|(r, _)| r.start.key()).collect();
-                found.iter().for_each(|key| alphabet.learn(key));
-                let highest = found.last().copied().unwrap_or(&first.last_key);
-                let left = first.pages_left(&alphabet, highest, rest_end.as_deref());
-                slots = slots.min(left.ceil().max(1.0) as usize);
-                if ranges.len() > slots {
-                    ranges = merge(ranges, slots);
-                }
+            let mut alphabet = alphabet.clone();
+            let found: Vec<&str> = ranges.iter().filter_map(|(r, _)| r.start.key()).collect();
+            found.iter().for_each(|key| alphabet.learn(key));
+            let last = first.keys.last().map_or("", String::as_str);
+            let highest = found.last().copied().unwrap_or(last);
+            let left = first.pages_left(&alphabet, highest, rest_end.as_deref());
+            // The estimate can be low (ids whose density varies): a
+            // scan that cannot cut its ranges while they run keeps a
+            // quarter of its slots whatever it says.
+            let floor = if first.can_cut_later {
+                1
+            } else {
+                (slots / 4).max(1)
+            };
+            slots = slots.min((left.ceil() as usize).max(floor));
+            if ranges.len() > slots {
+                ranges = merge(ranges, slots);
             }
         }
         if ranges.len() >= slots || !ranges.iter().any(|(_, cuttable)| *cuttable) {
@@ -981,11 +1000,19 @@ mod tests {
             .collect();
         let alphabet = alphabet_of(&hex);
         let key = |head: &str| format!("{head:0<32}");
-        let page = |first: &str, last: &str| FirstPage {
-            first_key: key(first),
-            last_key: key(last),
-            rows: 100,
-            page_size: 100,
+        // A page of 100 keys spread evenly from `first` to `last`.
+        let page = |first: &str, last: &str| {
+            let (low, high) = (
+                u128::from_str_radix(&key(first), 16).unwrap(),
+                u128::from_str_radix(&key(last), 16).unwrap(),
+            );
+            FirstPage {
+                keys: (0..100u128)
+                    .map(|i| format!("{:032x}", low + (high - low) / 99 * i))
+                    .collect(),
+                page_size: 100,
+                can_cut_later: true,
+            }
         };
         // A third of the key space in one page: two pages left.
         let third = page("0", "55").pages_left(&alphabet, &key("f"), None);
@@ -999,6 +1026,36 @@ mod tests {
         // Nothing learned: cut as before.
         let none = page("4", "4").pages_left(&alphabet, &key("f"), None);
         assert_eq!(none, f64::INFINITY);
+    }
+
+    #[test]
+    fn a_first_page_over_two_families_measures_only_the_rests() {
+        // Ten ids of one family, then the first of a thousand of another.
+        let page: Vec<String> = (0..10)
+            .map(|n| format!("acme-{n}"))
+            .chain(
+                [
+                    "zeta-0", "zeta-1", "zeta-10", "zeta-100", "zeta-101", "zeta-102", "zeta-103",
+                    "zeta-104", "zeta-105", "zeta-106",
+                ]
+                .map(String::from),
+            )
+            .collect();
+        let mut alphabet = Alphabet::default();
+        page.iter().for_each(|key| alphabet.learn(key));
+        ["zeta-107", "zeta-11", "zeta-2", "zeta-5", "zeta-9"]
+            .iter()
+            .for_each(|key| alphabet.learn(key));
+        let first = FirstPage {
+            keys: page,
+            page_size: 20,
+            can_cut_later: true,
+        };
+        // Read from the acme ids on, the page would seem to cover nearly
+        // all the key space (0.02 pages left); the zeta ids alone say
+        // several pages are left.
+        let left = first.pages_left(&alphabet, "zeta-9", None);
+        assert!(left >= 3.0, "{left}");
     }
 
     #[test]
