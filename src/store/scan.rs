@@ -161,6 +161,9 @@ struct Scanner<R> {
     splits: usize,
     /// Characters seen in the keys read so far: where probes look.
     alphabet: Alphabet,
+    /// The highest key known to exist: where a range with no end is
+    /// measured to.
+    highest_key: Option<String>,
     failed: bool,
 }
 
@@ -242,6 +245,7 @@ impl<R: StoredRow> Scanner<R> {
             splitting: false,
             splits: 0,
             alphabet: Alphabet::default(),
+            highest_key: None,
             failed: false,
             request,
         }
@@ -272,6 +276,9 @@ impl<R: StoredRow> Scanner<R> {
                 }
                 Event::Plan { ranges } => {
                     for range in ranges {
+                        if let Some(key) = range.start.key() {
+                            raise(&mut self.highest_key, key);
+                        }
                         self.ready.push_back(self.ranges.len());
                         self.ranges.push(Range::new(range));
                     }
@@ -279,7 +286,12 @@ impl<R: StoredRow> Scanner<R> {
                 Event::Split { range, boundaries } => {
                     self.splitting = false;
                     match boundaries {
-                        Ok(boundaries) => self.split(range, boundaries),
+                        Ok(boundaries) => {
+                            for boundary in &boundaries {
+                                raise(&mut self.highest_key, boundary);
+                            }
+                            self.split(range, boundaries)
+                        }
                         // The pages will meet the same trouble, or not.
                         Err(error) => tracing::debug!(%error, "a scan's split probe failed"),
                     }
@@ -319,7 +331,8 @@ impl<R: StoredRow> Scanner<R> {
             .filter(|(_, r)| !r.done && r.resume.is_some() && r.splits < SPLITS_PER_RANGE)
             .filter_map(|(i, r)| {
                 let last = r.last_key.as_deref()?;
-                let left = pages_left(r, last, &mut digits, self.request.page_size);
+                let highest = self.highest_key.as_deref();
+                let left = pages_left(r, last, highest, &mut digits, self.request.page_size);
                 (left >= MIN_PAGES_LEFT_TO_CUT).then(|| (i, left, last.to_owned()))
             })
             .max_by(|a, b| a.1.total_cmp(&b.1))
@@ -410,6 +423,7 @@ impl<R: StoredRow> Scanner<R> {
         }
         if let Some(key) = rows.iter().rev().find_map(|(row, _)| row.partition_key()) {
             range.last_key = Some(key.to_owned());
+            raise(&mut self.highest_key, key);
         }
         let first = index == 0 && range.pages == 0;
         range.pages += 1;
@@ -497,12 +511,18 @@ impl<R: StoredRow> Scanner<R> {
 /// the rows it returned and where its last key lies between its start and
 /// its end (a page may end short, at a partition server's boundary);
 /// infinite when that cannot be told.
-fn pages_left(range: &Range, last: &str, digits: &mut Digits<'_>, page_size: u32) -> f64 {
+fn pages_left(
+    range: &Range,
+    last: &str,
+    highest: Option<&str>,
+    digits: &mut Digits<'_>,
+    page_size: u32,
+) -> f64 {
     let start = match &range.start {
         KeyStart::First => "",
         KeyStart::From(key) | KeyStart::After(key) => key,
     };
-    match digits.progress(start, last, range.end.as_deref()) {
+    match digits.progress(start, last, range.end.as_deref(), highest) {
         Some(done) if done > 0.0 => {
             range.rows as f64 * (1.0 - done) / done / f64::from(page_size.max(1))
         }
@@ -529,15 +549,23 @@ impl<'a> Digits<'a> {
     }
 
     /// Where `key` lies from `start` (0) to `end` (1; `None`: past every
-    /// key); `None` when the three cannot be told apart.
-    fn progress(&mut self, start: &str, key: &str, end: Option<&str>) -> Option<f64> {
+    /// key, `highest` being the highest known); `None` when the three
+    /// cannot be told apart.
+    fn progress(
+        &mut self,
+        start: &str,
+        key: &str,
+        end: Option<&str>,
+        highest: Option<&str>,
+    ) -> Option<f64> {
         // Characters all three share add the same to each: start after them.
         let shared = shared_chars;
         // With no end, the range runs to the end of the keys under the
-        // prefix its start and this key share.
-        let from = match end {
-            Some(end) => shared(start, end).min(shared(start, key)),
-            None => shared(start, key),
+        // prefix its start shares with this key and the highest known.
+        let from = match (end, highest) {
+            (Some(end), _) => shared(start, end).min(shared(start, key)),
+            (None, Some(highest)) => shared(start, highest).min(shared(start, key)),
+            (None, None) => shared(start, key),
         };
         let low = self.value(start, from);
         let high = end.map_or(1.0, |end| self.value(end, from));
@@ -614,6 +642,16 @@ impl FirstPage {
             return f64::INFINITY;
         }
         rows as f64 * (1.0 - done) / done / f64::from(self.page_size.max(1))
+    }
+}
+
+/// Raises `highest` to `key` when `key` is higher.
+fn raise(highest: &mut Option<String>, key: &str) {
+    if highest
+        .as_deref()
+        .is_none_or(|known| compare_keys(key, known) == Ordering::Greater)
+    {
+        *highest = Some(key.to_owned());
     }
 }
 
@@ -929,7 +967,7 @@ mod tests {
         let alphabet = alphabet_of(&hex);
         let mut digits = Digits::new(&alphabet);
         let at = |digits: &mut Digits<'_>, start: &str, key: &str, end: Option<&str>| {
-            digits.progress(start, key, end).unwrap()
+            digits.progress(start, key, end, None).unwrap()
         };
         let key = |head: &str| format!("{head:0<32}");
         let (four, five) = (key("4"), key("5"));
@@ -945,12 +983,23 @@ mod tests {
         let alphabet = alphabet_of(&orders);
         let mut digits = Digits::new(&alphabet);
         let third = digits
-            .progress("order-1", "order-13", Some("order-2"))
+            .progress("order-1", "order-13", Some("order-2"), None)
             .unwrap();
         assert!((0.2..0.4).contains(&third), "{third}");
+        // A range with no end runs to the highest key known, not to the end
+        // of its start's prefix: from order-106, order-199 is not near the
+        // end when order-9 exists.
+        let alone = digits
+            .progress("order-106", "order-199", None, None)
+            .unwrap();
+        let with_highest = digits
+            .progress("order-106", "order-199", None, Some("order-9"))
+            .unwrap();
+        assert!(alone > 0.9, "{alone}");
+        assert!(with_highest < 0.3, "{with_highest}");
         // A start past the key (it cannot be) reads as no progress.
         assert_eq!(
-            digits.progress("order-5", "order-1", Some("order-6")),
+            digits.progress("order-5", "order-1", Some("order-6"), None),
             Some(0.0)
         );
     }
@@ -973,22 +1022,22 @@ mod tests {
         let key = |head: &str| format!("{head:0<32}");
         let (four, five) = (key("4"), key("5"));
         // Seven pages read, seven eighths of the way: one page left.
-        let nearly = pages_left(&range(&four, &five, 7), &key("4e"), &mut digits, 100);
+        let nearly = pages_left(&range(&four, &five, 7), &key("4e"), None, &mut digits, 100);
         assert!((0.5..1.5).contains(&nearly), "{nearly}");
         assert!(nearly < MIN_PAGES_LEFT_TO_CUT);
         // One page read, a sixteenth of the way: fifteen left.
-        let early = pages_left(&range(&four, &five, 1), &key("41"), &mut digits, 100);
+        let early = pages_left(&range(&four, &five, 1), &key("41"), None, &mut digits, 100);
         assert!((10.0..20.0).contains(&early), "{early}");
         // Pages cut short (at partition boundaries) count by their rows.
         let short = Range {
             rows: 70,
             ..range(&four, &five, 7)
         };
-        let little = pages_left(&short, &key("4e"), &mut digits, 100);
+        let little = pages_left(&short, &key("4e"), None, &mut digits, 100);
         assert!(little < 0.2, "{little}");
         // No progress to measure: cut as before.
         assert_eq!(
-            pages_left(&range(&four, &five, 1), &four, &mut digits, 100),
+            pages_left(&range(&four, &five, 1), &four, None, &mut digits, 100),
             f64::INFINITY
         );
     }
