@@ -522,12 +522,8 @@ fn pages_left(
         KeyStart::First => "",
         KeyStart::From(key) | KeyStart::After(key) => key,
     };
-    match digits.progress(start, last, range.end.as_deref(), highest) {
-        Some(done) if done > 0.0 => {
-            range.rows as f64 * (1.0 - done) / done / f64::from(page_size.max(1))
-        }
-        _ => f64::INFINITY,
-    }
+    let done = digits.progress(start, last, range.end.as_deref(), highest);
+    pages_after(range.rows as f64, done.unwrap_or(0.0), page_size)
 }
 
 /// Keys read as numbers in `[0, 1)` whose digits are the characters seen
@@ -638,11 +634,18 @@ impl FirstPage {
         let low = digits.value(first, from);
         let high = end.map_or(1.0, |end| digits.value(end, from));
         let done = (digits.value(last, from) - low) / (high - low);
-        if !(done > 0.0 && done <= 1.0) {
-            return f64::INFINITY;
-        }
-        rows as f64 * (1.0 - done) / done / f64::from(self.page_size.max(1))
+        pages_after(rows as f64, done, self.page_size)
     }
+}
+
+/// The pages of `page_size` rows left when `rows` rows were read over the
+/// fraction `done` of a range; infinite when `done` tells nothing (zero,
+/// past one, not a number).
+fn pages_after(rows: f64, done: f64, page_size: u32) -> f64 {
+    if !(done > 0.0 && done <= 1.0) {
+        return f64::INFINITY;
+    }
+    rows * (1.0 - done) / done / f64::from(page_size.max(1))
 }
 
 /// Raises `highest` to `key` when `key` is higher.
