@@ -357,7 +357,7 @@ impl InstanceStore {
         let page = self
             .client
             .query_page(
-                &query.request(query.read.select(), DEFAULT_PAGE_SIZE),
+                &query.request(Some(query.read.select()), DEFAULT_PAGE_SIZE),
                 resume.as_ref(),
             )
             .await?;
@@ -378,7 +378,7 @@ impl InstanceStore {
         let store = self.clone();
         self.client
             .pages(
-                query.request(query.read.select(), query.stream_page_size()),
+                query.request(Some(query.read.select()), query.stream_page_size()),
                 None,
             )
             .and_then(move |page| {
@@ -406,7 +406,7 @@ impl InstanceStore {
         }
         let request = ScanRequest {
             query: query.clone(),
-            columns: query.read.select(),
+            columns: Some(query.read.select()),
             page_size: query.stream_page_size(),
             format: ResponseFormat::MinimalMetadata,
         };

@@ -70,7 +70,7 @@ impl ReadOptions {
 
     /// The `$select` of these options: the columns a status is decoded
     /// from, the payloads only when asked for.
-    pub(crate) fn select(&self) -> Option<Vec<&'static str>> {
+    pub(crate) fn select(&self) -> Vec<&'static str> {
         let mut columns = columns::COLUMNS_WITHOUT_PAYLOADS.to_vec();
         if self.include_input {
             columns.push(columns::INPUT);
@@ -79,7 +79,7 @@ impl ReadOptions {
         if self.include_output {
             columns.push(columns::OUTPUT);
         }
-        Some(columns)
+        columns
     }
 }
 
@@ -98,11 +98,7 @@ impl InstanceStore {
     ) -> Result<Option<InstanceStatus>> {
         let pk = partition_key(instance_id)?;
         match self
-            .read_with(
-                &pk,
-                options.select().as_deref(),
-                options.fetch_large_payloads,
-            )
+            .read_with(&pk, Some(&options.select()), options.fetch_large_payloads)
             .await
         {
             Err(Error::TableNotFound { .. }) => Ok(None),
@@ -161,7 +157,7 @@ impl InstanceStore {
         let select = options.select();
         let read: Vec<Option<InstanceStatus>> = futures::stream::iter(keys)
             .map(|pk| {
-                let select = select.as_deref();
+                let select = Some(select.as_slice());
                 async move {
                     match self
                         .read_with(&pk, select, options.fetch_large_payloads)
