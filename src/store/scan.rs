@@ -29,6 +29,7 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use futures::future::BoxFuture;
 use futures::stream::{FuturesUnordered, Stream, StreamExt};
 use futures::FutureExt;
+use tokio::sync::Semaphore;
 
 use super::InstanceQuery;
 use crate::error::Result;
@@ -42,9 +43,8 @@ use crate::table::{Continuation, Page, PageRequest, ResponseFormat, TableClient}
 /// A row with its ETag, as a page holds it.
 pub(crate) type Row<R> = (R, Option<ETag>);
 
-/// The most probes one cut sends, and how many at once.
+/// The most probes one cut sends at its branching position.
 const MAX_PROBES: usize = 32;
-const PROBES_IN_FLIGHT: usize = 8;
 /// The pages one probe follows through empty pages before it gives up
 /// (the service may answer a page with no row and a continuation).
 const PROBE_PAGES: usize = 4;
@@ -345,12 +345,13 @@ impl<R: StoredRow> Scanner<R> {
         self.splits += 1;
         self.splitting = true;
         let want = self.concurrency - self.pages_in_flight;
-        let client = self.client.clone();
+        // The cut's probes take the idle slots only.
+        let probes = Bounded::new(TableProbe(self.client.clone()), want);
         let end = range.end.clone();
         let alphabet = self.alphabet.clone();
         self.in_flight.push(
             async move {
-                let boundaries = boundaries(&client, &lower, end.as_deref(), &alphabet, want).await;
+                let boundaries = boundaries(&probes, &lower, end.as_deref(), &alphabet, want).await;
                 Event::Split {
                     range: index,
                     boundaries,
@@ -448,7 +449,9 @@ impl<R: StoredRow> Scanner<R> {
                     .map_or_else(|| range.start.clone(), KeyStart::After),
                 end: range.end.clone(),
             };
-            let client = self.client.clone();
+            // Nothing else is in flight while the plan is made: its probes
+            // take every slot.
+            let probes = Bounded::new(TableProbe(self.client.clone()), self.concurrency);
             let alphabet = self.alphabet.clone();
             let slots = self.concurrency;
             let first_page = FirstPage {
@@ -462,7 +465,7 @@ impl<R: StoredRow> Scanner<R> {
             self.in_flight.push(
                 async move {
                     Event::Plan {
-                        ranges: plan(&client, rest, &alphabet, slots, first_page).await,
+                        ranges: plan(&probes, rest, &alphabet, slots, first_page).await,
                     }
                 }
                 .boxed(),
@@ -703,7 +706,7 @@ fn cut(start: KeyStart, end: Option<String>, boundaries: &[String]) -> Vec<KeyRa
 /// at most; a range no probe could cut stays whole. A probe that fails
 /// leaves the ranges as they are: the scan reads them as they are.
 async fn plan(
-    client: &TableClient,
+    probes: &impl KeyProbe,
     rest: KeyRange,
     alphabet: &Alphabet,
     mut slots: usize,
@@ -749,11 +752,9 @@ async fn plan(
         } else {
             cuttable.into_iter().collect()
         };
-        let cuts: Vec<Option<Result<Vec<String>>>> = futures::stream::iter(ranges.clone())
-            .enumerate()
-            .map(|(index, (range, _))| {
-                let client = client.clone();
-                let alphabet = alphabet.clone();
+        // The cuts run at once; the probes' permits bound them together.
+        let cuts: Vec<Option<Result<Vec<String>>>> =
+            futures::future::join_all(ranges.iter().enumerate().map(|(index, (range, _))| {
                 let chosen = chosen.contains(&index);
                 async move {
                     if !chosen {
@@ -763,11 +764,9 @@ async fn plan(
                         KeyStart::First => "",
                         KeyStart::From(key) | KeyStart::After(key) => key,
                     };
-                    Some(boundaries(&client, lower, range.end.as_deref(), &alphabet, want).await)
+                    Some(boundaries(probes, lower, range.end.as_deref(), alphabet, want).await)
                 }
-            })
-            .buffered(PROBES_IN_FLIGHT)
-            .collect()
+            }))
             .await;
         let mut next = Vec::new();
         for ((range, cuttable), found) in ranges.into_iter().zip(cuts) {
@@ -798,7 +797,7 @@ async fn plan(
 /// Up to `want` keys above `lower` and below `end` that start the branches
 /// of the remaining keys at the first position where those keys differ.
 async fn boundaries(
-    client: &TableClient,
+    probes: &impl KeyProbe,
     lower: &str,
     end: Option<&str>,
     alphabet: &Alphabet,
@@ -816,13 +815,21 @@ async fn boundaries(
             .take_while(|(a, b)| **a == *b)
             .count()
     });
+    let below_end =
+        |target: &str| end.is_none_or(|end| compare_keys(target, end) == Ordering::Less);
     let (mut low, mut high) = (shared_with_end + 1, chars.len());
     let mut level = chars.len();
+    // Most often the remaining keys branch at once (GUIDs, the first cuts
+    // of any hub): ask that first, then search. Each probe is a round trip
+    // before any range can start.
+    let mut first = true;
     while low <= high {
-        let middle = (low + high) / 2;
+        let middle = if first { low } else { (low + high) / 2 };
+        first = false;
         let exists = match prefix_upper_bound(&prefix_of(middle)) {
-            Some(target) => probe(client, &target, end).await?.is_some(),
-            None => false,
+            // No key below the end is at or past the end.
+            Some(target) if below_end(&target) => probes.first_key(&target, end).await?.is_some(),
+            _ => false,
         };
         if exists {
             level = middle - 1;
@@ -846,6 +853,7 @@ async fn boundaries(
         }
         None => candidates.iter().map(|c| format!("{shared}{c}")).collect(),
     };
+    targets.retain(|target| below_end(target));
     targets.sort_by(|a, b| compare_keys(a, b));
     targets.dedup();
     // A cut in two probes the middle branch and, should it not exist, the
@@ -856,17 +864,66 @@ async fn boundaries(
     } else {
         spread(&targets, MAX_PROBES)
     };
-    let found: Vec<Option<String>> = futures::stream::iter(targets)
-        .map(|target| async move { probe(client, &target, end).await })
-        .buffer_unordered(PROBES_IN_FLIGHT)
-        .collect::<Vec<_>>()
-        .await
-        .into_iter()
-        .collect::<Result<_>>()?;
+    let found: Vec<Option<String>> =
+        futures::future::try_join_all(targets.iter().map(|target| probes.first_key(target, end)))
+            .await?;
     let mut keys: Vec<String> = found.into_iter().flatten().collect();
     keys.sort_by(|a, b| compare_keys(a, b));
     keys.dedup();
     Ok(spread(&keys, want.max(1)))
+}
+
+/// Finds the first key at or above a target and below an end: where the
+/// branches of the keys start.
+trait KeyProbe: Sync {
+    fn first_key<'a>(
+        &'a self,
+        target: &'a str,
+        end: Option<&'a str>,
+    ) -> BoxFuture<'a, Result<Option<String>>>;
+}
+
+/// One-row queries of the table.
+struct TableProbe(TableClient);
+
+impl KeyProbe for TableProbe {
+    fn first_key<'a>(
+        &'a self,
+        target: &'a str,
+        end: Option<&'a str>,
+    ) -> BoxFuture<'a, Result<Option<String>>> {
+        probe(&self.0, target, end).boxed()
+    }
+}
+
+/// Probes at most as many at once as there are permits, however many cuts
+/// share them.
+struct Bounded<P> {
+    probes: P,
+    permits: Semaphore,
+}
+
+impl<P: KeyProbe> Bounded<P> {
+    fn new(probes: P, in_flight: usize) -> Bounded<P> {
+        Bounded {
+            probes,
+            permits: Semaphore::new(in_flight.max(1)),
+        }
+    }
+}
+
+impl<P: KeyProbe> KeyProbe for Bounded<P> {
+    fn first_key<'a>(
+        &'a self,
+        target: &'a str,
+        end: Option<&'a str>,
+    ) -> BoxFuture<'a, Result<Option<String>>> {
+        async move {
+            let _permit = self.permits.acquire().await;
+            self.probes.first_key(target, end).await
+        }
+        .boxed()
+    }
 }
 
 /// The first key at or above `target` and below `end`, reading the key
@@ -1108,6 +1165,222 @@ mod tests {
         // several pages are left.
         let left = first.pages_left(&alphabet, "zeta-9", None);
         assert!(left >= 3.0, "{left}");
+    }
+
+    /// Keys in memory, probed as the table would be: the probes' targets,
+    /// and the most in flight at once.
+    #[derive(Default)]
+    struct MemoryProbe {
+        keys: Vec<String>,
+        targets: std::sync::Mutex<Vec<String>>,
+        in_flight: std::sync::atomic::AtomicUsize,
+        most_in_flight: std::sync::atomic::AtomicUsize,
+    }
+
+    impl MemoryProbe {
+        fn new(mut keys: Vec<String>) -> MemoryProbe {
+            keys.sort_by(|a, b| compare_keys(a, b));
+            MemoryProbe {
+                keys,
+                ..MemoryProbe::default()
+            }
+        }
+
+        fn targets(&self) -> Vec<String> {
+            self.targets.lock().unwrap().clone()
+        }
+    }
+
+    impl KeyProbe for MemoryProbe {
+        fn first_key<'a>(
+            &'a self,
+            target: &'a str,
+            end: Option<&'a str>,
+        ) -> BoxFuture<'a, Result<Option<String>>> {
+            use std::sync::atomic::Ordering::SeqCst;
+            async move {
+                self.targets.lock().unwrap().push(target.to_owned());
+                let now = self.in_flight.fetch_add(1, SeqCst) + 1;
+                self.most_in_flight.fetch_max(now, SeqCst);
+                // Let the other probes of the moment start.
+                for _ in 0..3 {
+                    tokio::task::yield_now().await;
+                }
+                self.in_flight.fetch_sub(1, SeqCst);
+                let at = self
+                    .keys
+                    .partition_point(|key| compare_keys(key, target) == Ordering::Less);
+                Ok(self
+                    .keys
+                    .get(at)
+                    .filter(|key| end.is_none_or(|end| compare_keys(key, end) == Ordering::Less))
+                    .cloned())
+            }
+            .boxed()
+        }
+    }
+
+    /// The first key of each branch of the keys above `lower` (and below
+    /// `end`), at the first position where they differ, but `lower`'s own:
+    /// what a cut should find, found by reading every key.
+    fn branch_starts(keys: &[String], lower: &str, end: Option<&str>) -> Vec<String> {
+        let mut rest: Vec<&String> = keys
+            .iter()
+            .filter(|key| key.as_str() > lower && end.is_none_or(|end| key.as_str() < end))
+            .collect();
+        rest.sort();
+        let chars: Vec<char> = lower.chars().collect();
+        let prefix = |n: usize| chars[..n].iter().collect::<String>();
+        let level = (0..=chars.len())
+            .take_while(|&n| rest.iter().all(|key| key.starts_with(&prefix(n))))
+            .last()
+            .unwrap();
+        let mut starts: BTreeMap<Option<char>, String> = BTreeMap::new();
+        for key in rest {
+            let branch = key.chars().nth(level);
+            if branch != chars.get(level).copied() {
+                starts.entry(branch).or_insert_with(|| key.clone());
+            }
+        }
+        starts.into_values().collect()
+    }
+
+    fn guids(n: u128) -> Vec<String> {
+        let mut keys: Vec<String> = (0..n)
+            .map(|i| {
+                format!(
+                    "{:032x}",
+                    i.wrapping_mul(0x9e37_79b9_7f4a_7c15_f39c_c060_5ced_c835)
+                )
+            })
+            .collect();
+        keys.sort();
+        keys
+    }
+
+    fn block_on<T>(future: impl std::future::Future<Output = T>) -> T {
+        tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap()
+            .block_on(future)
+    }
+
+    #[test]
+    fn keys_that_branch_at_once_are_cut_after_one_level_probe() {
+        let keys = guids(4096);
+        // The plan learns its characters from the first page.
+        let alphabet = alphabet_of(&keys[..100]);
+        let lower = keys[99].clone();
+        let probes = MemoryProbe::new(keys.clone());
+        let found = block_on(boundaries(&probes, &lower, None, &alphabet, 16)).unwrap();
+        let expected = branch_starts(&keys, &lower, None);
+        assert_eq!(expected.len(), 15, "{expected:?}");
+        assert_eq!(found, expected);
+        // One probe tells that the keys branch at their first character,
+        // where a binary search over the key's 32 took five, one round
+        // trip after another; then one probe per branch.
+        assert_eq!(
+            probes.targets().len(),
+            expected.len() + 1,
+            "{:?}",
+            probes.targets()
+        );
+    }
+
+    #[test]
+    fn a_shared_prefix_is_found_and_cut_at_its_branches() {
+        let shapes: [Vec<String>; 3] = [
+            (1..=3000).map(|i| format!("order-{i}")).collect(),
+            (0..3000u32)
+                .map(|i| format!("tenant-42/job-{:08x}", i.wrapping_mul(0x9e37_79b9)))
+                .collect(),
+            (0..3000)
+                .map(|i| format!("a/b#c?{}\\{}", i % 7, i))
+                .collect(),
+        ];
+        for mut keys in shapes {
+            keys.sort();
+            let alphabet = alphabet_of(&keys[..100]);
+            for (lower, end) in [
+                (keys[99].clone(), None),
+                (keys[1200].clone(), Some(keys[2400].clone())),
+            ] {
+                let probes = MemoryProbe::new(keys.clone());
+                let found = block_on(boundaries(
+                    &probes,
+                    &lower,
+                    end.as_deref(),
+                    &alphabet,
+                    MAX_PROBES,
+                ))
+                .unwrap();
+                let expected = branch_starts(&keys, &lower, end.as_deref());
+                assert!(!expected.is_empty(), "{lower}");
+                assert_eq!(found, expected, "from {lower} to {end:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn a_cut_never_probes_at_or_past_its_end() {
+        let keys = guids(4096);
+        let alphabet = alphabet_of(&keys);
+        let start = keys.iter().position(|key| key.starts_with("3a")).unwrap();
+        // Branches `3f`, `4` ... lie past the end.
+        let end = keys
+            .iter()
+            .find(|key| key.as_str() >= "3e")
+            .unwrap()
+            .clone();
+        let lower = keys[start].clone();
+        let probes = MemoryProbe::new(keys.clone());
+        let found = block_on(boundaries(&probes, &lower, Some(&end), &alphabet, 4)).unwrap();
+        assert!(!found.is_empty());
+        assert!(
+            found.iter().all(|key| *key > lower && *key < end),
+            "{found:?}"
+        );
+        let targets = probes.targets();
+        assert!(
+            targets.iter().all(|target| *target < end),
+            "probed at or past {end}: {targets:?}"
+        );
+    }
+
+    #[test]
+    fn a_plan_keeps_its_probes_within_the_slots() {
+        // Three families: the first cut finds two boundaries, and the
+        // next round cuts the three ranges at once.
+        let keys: Vec<String> = ["alpha-", "beta-", "gamma-"]
+            .iter()
+            .flat_map(|family| {
+                (0..2000u32).map(move |i| format!("{family}{:08x}", i.wrapping_mul(0x9e37_79b9)))
+            })
+            .collect();
+        let mut sorted = keys.clone();
+        sorted.sort();
+        let first = FirstPage {
+            keys: sorted[..100].to_vec(),
+            page_size: 100,
+            can_cut_later: true,
+        };
+        let alphabet = alphabet_of(&first.keys);
+        let rest = KeyRange {
+            start: KeyStart::After(sorted[99].clone()),
+            end: None,
+        };
+        let slots = 16;
+        let probes = Bounded::new(MemoryProbe::new(keys), slots);
+        let ranges = block_on(plan(&probes, rest, &alphabet, slots, first));
+        assert!(ranges.len() >= slots / 2, "{} ranges", ranges.len());
+        for pair in ranges.windows(2) {
+            assert_eq!(pair[0].end.as_deref(), pair[1].start.key());
+        }
+        use std::sync::atomic::Ordering::SeqCst;
+        let most = probes.probes.most_in_flight.load(SeqCst);
+        assert!(most <= slots, "{most} probes in flight for {slots} slots");
+        // The cuts of a round share the slots, more than one cut's worth.
+        assert!(most > slots / 2, "only {most} probes in flight at once");
     }
 
     #[test]
