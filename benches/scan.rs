@@ -24,8 +24,10 @@
 //! `DURABLE_STATUS_SCAN_BENCH_SHAPE_ROWS` (20,000),
 //! `DURABLE_STATUS_SCAN_BENCH_EMULATORS` (16),
 //! `DURABLE_STATUS_SCAN_BENCH_ONLY` (a comma-separated choice of `single`,
-//! `count`, `list`, `purge` and `shapes`; all of them when unset), and the
-//! model's
+//! `count`, `list`, `purge` and `shapes`; all of them when unset),
+//! `DURABLE_STATUS_SCAN_BENCH_TIMELINE` (set: print every request of every
+//! measured run, when it arrived and when its response left, in ms from the
+//! run's start), and the model's
 //! `DURABLE_STATUS_SCAN_BENCH_ROUND_TRIP_MS` (5),
 //! `DURABLE_STATUS_SCAN_BENCH_SERVICE_MS` (3) and
 //! `DURABLE_STATUS_SCAN_BENCH_ROW_US` (92).
@@ -227,6 +229,18 @@ struct KindStats {
 
 type Stats = BTreeMap<&'static str, KindStats>;
 
+/// One request as the proxy served it, for the timeline.
+struct Served {
+    arrival: Instant,
+    /// The emulator's own time.
+    upstream: Duration,
+    delivered: Instant,
+    kind: &'static str,
+    scanned: u64,
+    returned: u64,
+    emulator: usize,
+}
+
 const QUERY_PAGE: &str = "query page";
 const QUERY_PROBE: &str = "query probe ($top=1)";
 
@@ -248,6 +262,8 @@ struct ProxyState {
     emulators: Vec<SocketAddr>,
     tables: Mutex<HashMap<String, KnownTable>>,
     stats: Mutex<Stats>,
+    /// Every request served, when the timeline is asked for.
+    timeline: Option<Mutex<Vec<Served>>>,
 }
 
 /// An HTTP/1.1 proxy on loopback in front of the emulators. Each request is
@@ -325,6 +341,8 @@ impl Proxy {
             emulators,
             tables: Mutex::default(),
             stats: Mutex::default(),
+            timeline: std::env::var_os("DURABLE_STATUS_SCAN_BENCH_TIMELINE")
+                .map(|_| Mutex::default()),
         });
         let shared = Arc::clone(&state);
         std::thread::Builder::new()
@@ -734,6 +752,17 @@ async fn serve(client: TcpStream, state: Arc<ProxyState>) {
             entry.modeled += delay;
         }
         tokio::time::sleep_until(arrival + delay).await;
+        if let Some(timeline) = &state.timeline {
+            timeline.lock().unwrap().push(Served {
+                arrival: arrival.into_std(),
+                upstream: upstream_time,
+                delivered: Instant::now(),
+                kind,
+                scanned,
+                returned,
+                emulator: route.emulator,
+            });
+        }
         if client_write.write_all(&response.raw).await.is_err() {
             return;
         }
@@ -1269,6 +1298,24 @@ where
     let value = op().await?;
     let wall = started.elapsed();
     let cpu = proxy.cpu() - cpu_before;
+    if let Some(timeline) = &proxy.state.timeline {
+        let ms = |at: Instant| at.saturating_duration_since(started).as_secs_f64() * 1e3;
+        let mut served = std::mem::take(&mut *timeline.lock().unwrap());
+        served.sort_by_key(|s| s.arrival);
+        for s in served.iter().filter(|s| s.arrival >= started) {
+            eprintln!(
+                "    {operation}, {concurrency}: {:8.1} -> {:8.1} ms, emulator {:2} {:6.1} ms, \
+                 {}, {} rows scanned, {} returned",
+                ms(s.arrival),
+                ms(s.delivered),
+                s.emulator,
+                s.upstream.as_secs_f64() * 1e3,
+                s.kind,
+                s.scanned,
+                s.returned,
+            );
+        }
+    }
     let run = Run {
         cpu,
         operation: operation.to_owned(),
