@@ -298,6 +298,36 @@ async fn a_hub_of_a_few_pages_costs_few_probes() -> Result<()> {
     Ok(())
 }
 
+/// A count reads no key, yet a long range the plan could not foresee is
+/// cut while it runs: once slots fall idle, the long ranges' pages read
+/// their keys, and the count is still exact.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_count_cuts_a_long_range_while_it_runs() -> Result<()> {
+    const PAGE: u32 = 10;
+    // Counters: the plan cuts after `order-` at 1 ... 9 alike, but the
+    // branch of 1 holds 1,111 of the 2,000 ids (111 pages), the others 111.
+    let ids: Vec<String> = (1..=2000).map(|i| format!("order-{i}")).collect();
+    let rows = ids.len();
+    let (store, proxy) = common::proxied_store(StoreOptions::default().scan_concurrency(8)).await;
+    write_rows(&store, &with_statuses(ids)).await;
+    proxy.take_lines();
+    let counts = store
+        .count_by_status(&InstanceQuery::new().page_size(PAGE))
+        .await?;
+    assert_eq!(counts.total(), rows as u64);
+    let lines = proxy.take_lines();
+    let ranges = pages_per_range(&lines, PAGE);
+    let pages: usize = ranges.values().sum();
+    let largest = ranges.values().max().copied().unwrap_or(0);
+    println!(
+        "{} ranges, {pages} pages, the largest range {largest}",
+        ranges.len()
+    );
+    // Read to its end, the range of `order-1` would take about 110 pages.
+    assert!(largest <= 80, "one range read {largest} pages: {ranges:?}");
+    Ok(())
+}
+
 /// A hub of one page costs one request, parallel or not, and a count asks
 /// no metadata and only the status column.
 #[tokio::test]

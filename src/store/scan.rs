@@ -13,9 +13,11 @@
 //! position, one per character seen in the keys read so far, return the
 //! real keys that start each branch. Those keys are the boundaries. Ranges
 //! are cut again, a few rounds, until there are as many as slots, so a
-//! skewed hub (most ids under one branch) splits too. When rows carry
-//! their keys (listings, purges), a range still reading while slots fall
-//! idle is cut again at its position.
+//! skewed hub (most ids under one branch) splits too. A range still
+//! reading while slots fall idle is cut again at its position: the rows of
+//! listings and purges carry their keys, and a count, which reads no key to
+//! save bytes, reads them on the pages of its long ranges once slots fall
+//! idle.
 //!
 //! A boundary only decides how the work is shared, never what is read: the
 //! ranges are contiguous, disjoint and cover the key range, and a range
@@ -103,6 +105,12 @@ struct Range {
     resume: Option<Continuation>,
     /// The last key the range returned: it has returned every key up to it.
     last_key: Option<String>,
+    /// Whether rows without their keys came after `last_key` (a count's
+    /// pages before the scan's tail): where the range stands is unknown.
+    stale: bool,
+    /// Whether the page in flight, if any, reads no keys: rows past a moved
+    /// end could not be told.
+    keyless_in_flight: bool,
     pages: u32,
     /// The rows it has returned.
     rows: u64,
@@ -118,6 +126,8 @@ impl Range {
             issued: range,
             resume: None,
             last_key: None,
+            stale: false,
+            keyless_in_flight: false,
             pages: 0,
             rows: 0,
             splits: 0,
@@ -144,12 +154,16 @@ struct Scanner<R> {
     client: TableClient,
     request: ScanRequest,
     /// The columns of the first page (with the key: it says where the
-    /// rest starts) and of the others.
+    /// rest starts), of the others, and of the pages of long ranges in the
+    /// scan's tail (with the key: such a range can be cut at its position).
     first_select: Option<Vec<&'static str>>,
     select: Option<Vec<&'static str>>,
-    /// Whether the rows of every page carry their key (a running range
-    /// can then be cut at its position).
+    tail_select: Option<Vec<&'static str>>,
+    /// Whether the rows of every page carry their key.
     keys_in_rows: bool,
+    /// Whether slots have fallen idle since the plan: from then on the
+    /// pages of long ranges read their keys.
+    tail: bool,
     concurrency: usize,
     /// Whether the filter leaves room for a range's two conditions.
     splittable: bool,
@@ -227,6 +241,7 @@ impl<R: StoredRow> Scanner<R> {
         let prefixed = query.instance_id_prefix.is_some();
         let select = with_key(&request.columns, prefixed);
         let first_select = with_key(&request.columns, prefixed || splittable);
+        let tail_select = with_key(&request.columns, prefixed || splittable);
         let keys_in_rows = select
             .as_ref()
             .is_none_or(|columns| columns.contains(&PARTITION_KEY));
@@ -235,7 +250,9 @@ impl<R: StoredRow> Scanner<R> {
             client,
             first_select,
             select,
+            tail_select,
             keys_in_rows,
+            tail: false,
             concurrency: concurrency.max(1),
             splittable,
             ranges: vec![Range::new(whole)],
@@ -301,8 +318,8 @@ impl<R: StoredRow> Scanner<R> {
     }
 
     /// Fetches the next page of every range that is ready while slots are
-    /// free; with slots still idle and rows that carry their keys, cuts the
-    /// running range that has read the most pages.
+    /// free; with slots still idle, cuts the running range with the most
+    /// pages left, where its keys say it stands.
     fn start_work(&mut self) {
         while self.pages_in_flight < self.concurrency {
             let Some(index) = self.ready.pop_front() else {
@@ -313,13 +330,13 @@ impl<R: StoredRow> Scanner<R> {
         // A cut costs a few probes: worth them once a quarter of the slots
         // are idle, not for the last page of each range.
         let idle = self.concurrency - self.pages_in_flight.min(self.concurrency);
-        if !self.splittable
-            || !self.keys_in_rows
-            || self.splitting
-            || self.ranges.len() < 2
-            || idle < (self.concurrency / 4).max(1)
-            || self.splits >= SPLITS_PER_SLOT * self.concurrency
-        {
+        if !self.splittable || self.ranges.len() < 2 || idle < (self.concurrency / 4).max(1) {
+            return;
+        }
+        // Rows without keys (a count's) say nothing of where a range
+        // stands: from now on the long ranges' pages read their keys too.
+        self.tail = true;
+        if self.splitting || self.splits >= SPLITS_PER_SLOT * self.concurrency {
             return;
         }
         // The range with the most pages left, if it has enough to share.
@@ -328,7 +345,13 @@ impl<R: StoredRow> Scanner<R> {
             .ranges
             .iter()
             .enumerate()
-            .filter(|(_, r)| !r.done && r.resume.is_some() && r.splits < SPLITS_PER_RANGE)
+            .filter(|(_, r)| {
+                !r.done
+                    && r.resume.is_some()
+                    && r.splits < SPLITS_PER_RANGE
+                    && !r.stale
+                    && !r.keyless_in_flight
+            })
             .filter_map(|(i, r)| {
                 let last = r.last_key.as_deref()?;
                 let highest = self.highest_key.as_deref();
@@ -382,13 +405,21 @@ impl<R: StoredRow> Scanner<R> {
             range.resume = None;
         }
         let first = index == 0 && range.pages == 0;
+        // A range that has read a page or more may be long: in the tail,
+        // its pages say where it stands.
+        let select = if first {
+            &self.first_select
+        } else if self.tail && range.pages >= 1 {
+            &self.tail_select
+        } else {
+            &self.select
+        };
+        range.keyless_in_flight = select
+            .as_ref()
+            .is_some_and(|columns| !columns.contains(&PARTITION_KEY));
         let request = PageRequest {
             filter: self.request.query.filter_in(&range.issued),
-            select: if first {
-                self.first_select.clone()
-            } else {
-                self.select.clone()
-            },
+            select: select.clone(),
             top: Some(self.request.page_size),
             format: self.request.format,
         };
@@ -422,9 +453,13 @@ impl<R: StoredRow> Scanner<R> {
                 past_end = true;
             }
         }
+        range.keyless_in_flight = false;
         if let Some(key) = rows.iter().rev().find_map(|(row, _)| row.partition_key()) {
             range.last_key = Some(key.to_owned());
+            range.stale = false;
             raise(&mut self.highest_key, key);
+        } else if !rows.is_empty() {
+            range.stale = true;
         }
         let first = index == 0 && range.pages == 0;
         range.pages += 1;
@@ -482,7 +517,13 @@ impl<R: StoredRow> Scanner<R> {
     /// keys up to the first boundary, and each boundary starts a new range.
     fn split(&mut self, index: usize, mut boundaries: Vec<String>) {
         let range = &mut self.ranges[index];
-        let Some(lower) = range.last_key.as_deref().filter(|_| !range.done) else {
+        // Cut only where the range is known to stand, and only a range
+        // whose page in flight can be trimmed at a new end.
+        let Some(lower) = range
+            .last_key
+            .as_deref()
+            .filter(|_| !range.done && !range.stale && !range.keyless_in_flight)
+        else {
             return;
         };
         // The range read on while the probes ran.
@@ -608,7 +649,8 @@ struct FirstPage {
     keys: Vec<String>,
     page_size: u32,
     /// Whether the scan's rows carry their keys, so that a range found
-    /// too long can be cut while it runs.
+    /// too long can be cut as soon as slots fall idle (a count's ranges
+    /// read their keys only from then on, and are cut a page later).
     can_cut_later: bool,
 }
 
@@ -726,8 +768,8 @@ async fn plan(
             let highest = found.last().copied().unwrap_or(last);
             let left = first.pages_left(&alphabet, highest, rest_end.as_deref());
             // The estimate can be low (ids whose density varies): a
-            // scan that cannot cut its ranges while they run keeps a
-            // quarter of its slots whatever it says.
+            // scan that cuts its ranges late keeps a quarter of its
+            // slots whatever it says.
             let floor = if first.can_cut_later {
                 1
             } else {
