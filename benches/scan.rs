@@ -220,6 +220,8 @@ struct KindStats {
     rows_returned: u64,
     /// Query responses with no row.
     empty: u64,
+    /// Bytes of the responses, head and body.
+    response_bytes: u64,
     /// Time the emulator took, from forwarding the request to the end of
     /// its response.
     upstream: Duration,
@@ -748,6 +750,7 @@ async fn serve(client: TcpStream, state: Arc<ProxyState>) {
             entry.rows_scanned += scanned;
             entry.rows_returned += returned;
             entry.empty += u64::from(target.is_query() && returned == 0);
+            entry.response_bytes += response.raw.len() as u64;
             entry.upstream += upstream_time;
             entry.modeled += delay;
         }
@@ -1418,19 +1421,21 @@ fn print_kinds(runs: &[Run]) {
          per request, queueing included)\n"
     );
     println!(
-        "| operation | scan_concurrency | kind | requests | rows scanned | rows returned | empty | emulator ms |"
+        "| operation | scan_concurrency | kind | requests | rows scanned | rows returned | empty | \
+         response bytes per row | emulator ms |"
     );
-    println!("|---|---:|---|---:|---:|---:|---:|---:|");
+    println!("|---|---:|---|---:|---:|---:|---:|---:|---:|");
     for run in runs {
         for (kind, s) in &run.stats {
             println!(
-                "| {} | {} | {kind} | {} | {} | {} | {} | {:.1} |",
+                "| {} | {} | {kind} | {} | {} | {} | {} | {:.1} | {:.1} |",
                 run.operation,
                 run.concurrency,
                 thousands(s.requests),
                 thousands(s.rows_scanned),
                 thousands(s.rows_returned),
                 thousands(s.empty),
+                s.response_bytes as f64 / s.rows_returned.max(1) as f64,
                 s.upstream.as_secs_f64() * 1e3 / s.requests.max(1) as f64,
             );
         }
