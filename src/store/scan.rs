@@ -47,6 +47,8 @@ pub(crate) type Row<R> = (R, Option<ETag>);
 
 /// The most probes one cut sends at its branching position.
 const MAX_PROBES: usize = 32;
+/// Probes in flight for a cut of a running range (a plan's take the slots).
+const RECUT_PROBES_IN_FLIGHT: usize = 8;
 /// The pages one probe follows through empty pages before it gives up
 /// (the service may answer a page with no row and a continuation).
 const PROBE_PAGES: usize = 4;
@@ -368,8 +370,8 @@ impl<R: StoredRow> Scanner<R> {
         self.splits += 1;
         self.splitting = true;
         let want = self.concurrency - self.pages_in_flight;
-        // The cut's probes take the idle slots only.
-        let probes = Bounded::new(TableProbe(self.client.clone()), want);
+        // One-row probes, a few at once: fewer would chain their round trips.
+        let probes = Bounded::new(TableProbe(self.client.clone()), RECUT_PROBES_IN_FLIGHT);
         let end = range.end.clone();
         let alphabet = self.alphabet.clone();
         self.in_flight.push(
@@ -405,11 +407,12 @@ impl<R: StoredRow> Scanner<R> {
             range.resume = None;
         }
         let first = index == 0 && range.pages == 0;
-        // A range that has read a page or more may be long: in the tail,
-        // its pages say where it stands.
+        // A range that has read two pages may be long (a plan for a small
+        // hub expects one or two): in the tail, its pages say where it
+        // stands.
         let select = if first {
             &self.first_select
-        } else if self.tail && range.pages >= 1 {
+        } else if self.tail && range.pages >= 2 {
             &self.tail_select
         } else {
             &self.select
