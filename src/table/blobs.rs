@@ -41,8 +41,10 @@ impl TableClient {
             uri: endpoint.to_owned(),
         };
         // A refused request says which data role the identity lacks.
-        let client_options = ClientOptions::default()
-            .per_retry_policies(vec![Arc::new(Refusals(DataService::Blob)) as Arc<_>]);
+        let client_options = ClientOptions::default().per_retry_policies(vec![
+            Arc::new(Refusals(DataService::Blob)) as Arc<_>,
+            Arc::new(super::transport::Transport(self.http.clone())) as Arc<_>,
+        ]);
         let service: BlobServiceClient =
             ClientBuilder::with_location(location, self.credentials.clone())
                 .client_options(client_options)

@@ -16,6 +16,7 @@ pub(crate) mod identity;
 mod metadata;
 mod pager;
 mod refusals;
+mod transport;
 
 pub(crate) use blobs::BlobContainer;
 pub(crate) use metadata::ResponseFormat;
@@ -198,7 +199,7 @@ impl TableClient {
     ) -> Result<Self> {
         let http = http_client(options)?;
         let credentials = storage_credentials(config, &http)?;
-        let http: Arc<dyn azure_core::HttpClient> = Arc::new(http);
+        let http: Arc<dyn azure_core::HttpClient> = Arc::new(transport::Http(http));
         let location = CloudLocation::Custom {
             account: config.account.clone(),
             uri: config.table_endpoint.clone(),
@@ -208,7 +209,10 @@ impl TableClient {
         // and retry setters write into them.
         let client_options = ClientOptions::default()
             .per_call_policies(vec![Arc::new(metadata::MinimalMetadata) as Arc<_>])
-            .per_retry_policies(vec![Arc::new(Refusals(DataService::Table)) as Arc<_>]);
+            .per_retry_policies(vec![
+                Arc::new(Refusals(DataService::Table)) as Arc<_>,
+                Arc::new(transport::Transport(http.clone())) as Arc<_>,
+            ]);
         // Retries are ours (see `send`): the crate's policy cannot tell a
         // write that may have been applied from one that was not.
         let service = TableServiceClientBuilder::with_location(location, credentials.clone())
