@@ -1428,14 +1428,21 @@ fn print_kinds(runs: &[Run]) {
     for run in runs {
         for (kind, s) in &run.stats {
             println!(
-                "| {} | {} | {kind} | {} | {} | {} | {} | {:.1} | {:.1} |",
+                "| {} | {} | {kind} | {} | {} | {} | {} | {} | {:.1} |",
                 run.operation,
                 run.concurrency,
                 thousands(s.requests),
                 thousands(s.rows_scanned),
                 thousands(s.rows_returned),
                 thousands(s.empty),
-                s.response_bytes as f64 / s.rows_returned.max(1) as f64,
+                if s.rows_returned > 0 {
+                    format!("{:.1}", s.response_bytes as f64 / s.rows_returned as f64)
+                } else {
+                    format!(
+                        "{:.0} a request",
+                        s.response_bytes as f64 / s.requests.max(1) as f64
+                    )
+                },
                 s.upstream.as_secs_f64() * 1e3 / s.requests.max(1) as f64,
             );
         }
