@@ -274,6 +274,42 @@ async fn push_streams_send_each_change_then_the_end() -> Result<()> {
     Ok(())
 }
 
+/// Stopping the server ends its push streams at once: a viewer left open
+/// (a browser tab on the page) does not hold the stop for the whole
+/// shutdown grace.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stopping_the_server_ends_its_push_streams() -> Result<()> {
+    let store = common::emulator_store().await;
+    store.create(NewInstance::new("watched", "Orch")).await?;
+    let api = HttpApi::new(store.clone(), Vec::new())
+        .push_poll_interval(Duration::from_millis(50))
+        .push_heartbeat(Duration::from_millis(200))
+        .shutdown_grace(Duration::from_secs(600));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let served = tokio::spawn(durable_status::http::serve(listener, api, async {
+        let _ = stopped.await;
+    }));
+    let url = format!("http://{addr}{BASE_PATH}/instances/watched/events");
+    let mut events = Events::new(reqwest::get(url).await?);
+    assert_eq!(events.next_event().await.unwrap().event, "status");
+
+    stop.send(()).unwrap();
+    // Heartbeats, then the end of the stream, and of the server.
+    let ended = tokio::time::timeout(Duration::from_secs(30), async {
+        while let Some(event) = events.next(Duration::from_secs(5)).await {
+            assert_eq!(event.event, "heartbeat", "{event:?}");
+        }
+    })
+    .await;
+    assert!(ended.is_ok(), "the push stream went on after the stop");
+    let served = tokio::time::timeout(Duration::from_secs(30), served).await;
+    assert!(served.is_ok(), "the server waited for its viewer");
+    served???;
+    Ok(())
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn viewers_share_one_poll_loop_that_stops_with_the_last() -> Result<()> {
     let interval = Duration::from_millis(100);

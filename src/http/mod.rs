@@ -315,6 +315,11 @@ impl HttpApi {
             .with_state(self)
     }
 
+    /// Ends every push stream: the server is stopping.
+    pub(crate) fn stop_push_streams(&self) {
+        self.inner.watches.stop();
+    }
+
     /// The URL of what `uri` asked for, to hand back to the client: on the
     /// public URL, or relative; without the `code` parameter.
     pub(crate) fn url_of(&self, uri: &Uri) -> String {

@@ -69,6 +69,9 @@ type Key = (String, String);
 pub(super) struct Watches {
     loops: Mutex<HashMap<Key, watch::Sender<Option<Seen>>>>,
     viewers: Arc<AtomicUsize>,
+    /// Set when the server stops: every stream ends, so that the server
+    /// need not wait its shutdown grace for viewers that would never leave.
+    stopping: watch::Sender<bool>,
 }
 
 /// Counts a viewer for as long as it lives.
@@ -86,6 +89,11 @@ impl Watches {
         self.loops.lock().expect("not poisoned").len()
     }
 
+    /// Ends every stream, now and from now on.
+    pub(super) fn stop(&self) {
+        self.stopping.send_replace(true);
+    }
+
     /// The event stream of one instance for one viewer, who last saw the
     /// event `last_event_id` (then an unchanged status is not sent again).
     pub(super) async fn stream(
@@ -96,6 +104,7 @@ impl Watches {
         limits: PushLimits,
     ) -> Result<Response, ApiError> {
         let viewer = self.admit(limits)?;
+        let stopping = self.stopping.subscribe();
         let mut seen = self.subscribe(store, instance_id, limits)?;
         // The first status, or why there is none, before the answer starts.
         let first = loop {
@@ -115,49 +124,55 @@ impl Watches {
         let heartbeat = limits.heartbeat;
         let events = futures::stream::unfold(
             (seen, Some(first), last_event_id, false, viewer),
-            move |(mut seen, pending, mut last_id, ended, viewer)| async move {
-                if ended {
-                    return None;
-                }
-                let next = match pending {
-                    Some(next) => next,
-                    None => {
-                        tokio::select! {
-                            changed = seen.changed() => match changed {
-                                Ok(()) => match seen.borrow_and_update().clone() {
-                                    Some(next) => next,
-                                    None => return None,
+            move |(mut seen, pending, mut last_id, ended, viewer)| {
+                let mut stopping = stopping.clone();
+                async move {
+                    if ended || *stopping.borrow_and_update() {
+                        return None;
+                    }
+                    let next = match pending {
+                        Some(next) => next,
+                        None => {
+                            tokio::select! {
+                                changed = seen.changed() => match changed {
+                                    Ok(()) => match seen.borrow_and_update().clone() {
+                                        Some(next) => next,
+                                        None => return None,
+                                    },
+                                    // The loop is gone without a terminal status.
+                                    Err(_) => Seen::Failed(ApiError::new(
+                                        StatusCode::SERVICE_UNAVAILABLE,
+                                        "the instance's watch stopped",
+                                    )),
                                 },
-                                // The loop is gone without a terminal status.
-                                Err(_) => Seen::Failed(ApiError::new(
-                                    StatusCode::SERVICE_UNAVAILABLE,
-                                    "the instance's watch stopped",
-                                )),
-                            },
-                            () = tokio::time::sleep(heartbeat) => {
-                                let chunk = Bytes::from_static(b": heartbeat\n\n");
-                                return Some((chunk, (seen, None, last_id, false, viewer)));
+                                () = tokio::time::sleep(heartbeat) => {
+                                    let chunk = Bytes::from_static(b": heartbeat\n\n");
+                                    return Some((chunk, (seen, None, last_id, false, viewer)));
+                                }
+                                // The server stops: the stream ends, and a
+                                // browser's EventSource tries again later.
+                                _ = stopping.changed() => return None,
                             }
                         }
-                    }
-                };
-                let (chunk, ended) = match next {
-                    Seen::Status { id, data, terminal } => {
-                        if !terminal && last_id.as_deref() == Some(id.as_str()) {
-                            // Resumed at this status: nothing new yet.
-                            return Some((Bytes::new(), (seen, None, last_id, false, viewer)));
+                    };
+                    let (chunk, ended) = match next {
+                        Seen::Status { id, data, terminal } => {
+                            if !terminal && last_id.as_deref() == Some(id.as_str()) {
+                                // Resumed at this status: nothing new yet.
+                                return Some((Bytes::new(), (seen, None, last_id, false, viewer)));
+                            }
+                            let event = if terminal { "end" } else { "status" };
+                            let chunk = format!("id: {id}\nevent: {event}\ndata: {data}\n\n");
+                            last_id = Some(id);
+                            (Bytes::from(chunk), terminal)
                         }
-                        let event = if terminal { "end" } else { "status" };
-                        let chunk = format!("id: {id}\nevent: {event}\ndata: {data}\n\n");
-                        last_id = Some(id);
-                        (Bytes::from(chunk), terminal)
-                    }
-                    Seen::Failed(error) => {
-                        let data = serde_json::json!({ "Message": error.message }).to_string();
-                        (Bytes::from(format!("event: error\ndata: {data}\n\n")), true)
-                    }
-                };
-                Some((chunk, (seen, None, last_id, ended, viewer)))
+                        Seen::Failed(error) => {
+                            let data = serde_json::json!({ "Message": error.message }).to_string();
+                            (Bytes::from(format!("event: error\ndata: {data}\n\n")), true)
+                        }
+                    };
+                    Some((chunk, (seen, None, last_id, ended, viewer)))
+                }
             },
         )
         .filter(|chunk| futures::future::ready(!chunk.is_empty()))

@@ -37,6 +37,7 @@ pub(super) async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> io::Result<()> {
     let limits = api.limits;
+    let streams = api.clone();
     let service = TowerToHyperService::new(api.router());
     let serving = serving_builder(&limits);
     let refusing = refusing_builder(&limits);
@@ -101,6 +102,9 @@ pub(super) async fn run(
     }
     drop(listener);
     let _ = stop.send(true);
+    // Push streams last until their instance ends: end them now, or every
+    // open viewer would hold the stop for the whole grace.
+    streams.stop_push_streams();
     let drained = tokio::time::timeout(limits.shutdown_grace, async {
         while tasks.join_next().await.is_some() {}
     })
