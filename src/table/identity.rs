@@ -7,9 +7,10 @@
 //!   virtual machine's metadata endpoint only when asked for. The 0.21
 //!   crate's managed identity credentials are system-assigned only and read
 //!   their secret from the process environment.
-//! - The developer chain uses the 0.21 crate's service principal and Azure
-//!   CLI credentials, and never its virtual machine credential (its
-//!   `DefaultAzureCredential` always calls 169.254.169.254).
+//! - The developer chain uses the 0.21 crate's service principal
+//!   credentials and our own Azure CLI one (the crate's leaves `az` running
+//!   when it does not answer), and never the crate's virtual machine
+//!   credential (its `DefaultAzureCredential` always calls 169.254.169.254).
 //!
 //! Failures are [`SignInError`]s inside the client crate's error, which
 //! `errors::map_error` turns into the crate's own errors. No secret, header
@@ -22,7 +23,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use azure_core::error::ErrorKind;
-use azure_identity::{AzureCliCredential, ClientSecretCredential, WorkloadIdentityCredential};
+use azure_identity::{ClientSecretCredential, WorkloadIdentityCredential};
 use serde_json::Value;
 use time::OffsetDateTime;
 
@@ -532,7 +533,7 @@ enum Source {
         secret: Option<String>,
     },
     ManagedIdentity(ManagedIdentityCredential),
-    AzureCli(AzureCliCredential),
+    AzureCli(AzureCli),
 }
 
 impl fmt::Debug for DeveloperCredential {
@@ -578,7 +579,7 @@ impl DeveloperCredential {
         }
         if sign_in.azure_cli {
             return Ok(DeveloperCredential {
-                source: Some(Source::AzureCli(AzureCliCredential::new())),
+                source: Some(Source::AzureCli(AzureCli::new())),
                 tried,
             });
         }
@@ -667,14 +668,16 @@ impl TokenCredential for DeveloperCredential {
                 refused_by(describe, &error, secret.as_deref()).into_azure()
             }),
             Some(Source::AzureCli(credential)) => {
-                match tokio::time::timeout(AZURE_CLI_TIMEOUT, credential.get_token(scopes)).await {
-                    Ok(Ok(token)) => Ok(token),
-                    Ok(Err(error)) => Err(self.no_identity(Some(azure_cli_failure(&error)))),
-                    Err(_) => Err(self.no_identity(Some(format!(
-                        "the Azure CLI: az account get-access-token did not answer within {} s",
-                        AZURE_CLI_TIMEOUT.as_secs()
-                    )))),
-                }
+                let scope = scopes.join(" ");
+                credential
+                    .cache
+                    .get(&scope, || async {
+                        credential
+                            .fetch(&scope)
+                            .await
+                            .map_err(|why| self.no_identity(Some(format!("the Azure CLI: {why}"))))
+                    })
+                    .await
             }
         }
     }
@@ -683,7 +686,10 @@ impl TokenCredential for DeveloperCredential {
         match &self.source {
             Some(Source::ServicePrincipal { credential, .. }) => credential.clear_cache().await,
             Some(Source::ManagedIdentity(credential)) => credential.clear_cache().await,
-            Some(Source::AzureCli(credential)) => credential.clear_cache().await,
+            Some(Source::AzureCli(credential)) => {
+                credential.cache.clear().await;
+                Ok(())
+            }
             None => Ok(()),
         }
     }
@@ -724,29 +730,87 @@ fn refused_by(credential: &str, error: &azure_core::Error, secret: Option<&str>)
     }
 }
 
-/// Why the Azure CLI gave no token, in one line and without its answer
-/// (which may hold a token).
-fn azure_cli_failure(error: &azure_core::Error) -> String {
-    let why = match error.kind() {
-        ErrorKind::DataConversion => {
-            "its answer could not be read (Azure CLI 2.54 or later is needed)".to_owned()
+/// The Azure CLI's token: `az account get-access-token`, with a time limit
+/// at which `az` is stopped (the 0.21 crate's credential leaves it
+/// running), and a cache.
+struct AzureCli {
+    program: std::path::PathBuf,
+    timeout: Duration,
+    cache: TokenCache,
+}
+
+/// What `az account get-access-token --output json` answers (Azure CLI
+/// 2.54 and later give `expires_on`, in seconds since 1970).
+#[derive(serde::Deserialize)]
+struct AzureCliAnswer {
+    #[serde(rename = "accessToken")]
+    access_token: String,
+    expires_on: i64,
+}
+
+impl AzureCli {
+    fn new() -> AzureCli {
+        AzureCli {
+            program: "az".into(),
+            timeout: AZURE_CLI_TIMEOUT,
+            cache: TokenCache::default(),
         }
-        ErrorKind::Credential => {
-            let text = chain_text(error);
-            let detail = text
-                .split_once("command failed:")
-                .map_or(text.as_str(), |(_, rest)| rest)
+    }
+
+    /// A token for `scope`; why there is none, in one line and without
+    /// `az`'s answer (which may hold a token).
+    async fn fetch(&self, scope: &str) -> std::result::Result<AccessToken, String> {
+        let mut command = if cfg!(windows) {
+            // `az` is a batch file there.
+            let mut command = tokio::process::Command::new("cmd");
+            command.arg("/C").arg(&self.program);
+            command
+        } else {
+            tokio::process::Command::new(&self.program)
+        };
+        command
+            .args([
+                "account",
+                "get-access-token",
+                "--output",
+                "json",
+                "--scope",
+                scope,
+            ])
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .kill_on_drop(true);
+        let child = command.spawn().map_err(|e| match e.kind() {
+            std::io::ErrorKind::NotFound => "az was not found on PATH".to_owned(),
+            _ => format!("az could not run: {e}"),
+        })?;
+        // At the limit the future is dropped, and with it the child: killed.
+        let output = tokio::time::timeout(self.timeout, child.wait_with_output())
+            .await
+            .map_err(|_| {
+                format!(
+                    "az account get-access-token did not answer within {} s",
+                    self.timeout.as_secs_f64()
+                )
+            })?
+            .map_err(|e| format!("az could not run: {e}"))?;
+        if !output.status.success() {
+            let stderr = String::from_utf8_lossy(&output.stderr);
+            let detail = stderr
                 .lines()
                 .map(str::trim)
-                .find(|l| !l.is_empty())
-                .unwrap_or("it failed")
-                .to_owned();
-            format!("az account get-access-token failed: {detail}")
+                .find(|line| !line.is_empty())
+                .unwrap_or("it failed");
+            return Err(format!("az account get-access-token failed: {detail}"));
         }
-        _ if chain_text(error).contains("not installed") => "az was not found on PATH".to_owned(),
-        _ => format!("az could not run: {}", chain_text(error)),
-    };
-    format!("the Azure CLI: {why}")
+        let answer: AzureCliAnswer = serde_json::from_slice(&output.stdout).map_err(|_| {
+            "its answer could not be read (Azure CLI 2.54 or later is needed)".to_owned()
+        })?;
+        let expires_on = OffsetDateTime::from_unix_timestamp(answer.expires_on)
+            .map_err(|_| "its answer has an expiry out of range".to_owned())?;
+        Ok(AccessToken::new(answer.access_token, expires_on))
+    }
 }
 
 /// Workload identity whose federated token file is read again for every
@@ -971,5 +1035,91 @@ mod tests {
                 && err.contains("--imds"),
             "{err}"
         );
+    }
+
+    /// An `az` of the test's own: a shell script with `body`.
+    #[cfg(unix)]
+    fn stub_az(body: &str) -> (std::path::PathBuf, AzureCli) {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = std::env::temp_dir().join(format!("az-stub-{}", fastrand::u64(..)));
+        std::fs::create_dir_all(&dir).unwrap();
+        let script = dir.join("az");
+        std::fs::write(&script, format!("#!/bin/sh\n{body}\n")).unwrap();
+        std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let cli = AzureCli {
+            program: script,
+            ..AzureCli::new()
+        };
+        (dir, cli)
+    }
+
+    #[cfg(unix)]
+    #[tokio::test]
+    async fn an_azure_cli_that_does_not_answer_is_stopped_at_the_limit() {
+        let (dir, mut cli) = stub_az("echo $$ > \"$(dirname \"$0\")/pid\"\nexec sleep 60");
+        cli.timeout = Duration::from_millis(500);
+        let why = cli
+            .fetch("https://storage.azure.com/.default")
+            .await
+            .unwrap_err();
+        assert!(why.contains("did not answer within 0.5 s"), "{why}");
+        let pid = std::fs::read_to_string(dir.join("pid")).unwrap();
+        let stat = format!("/proc/{}/stat", pid.trim());
+        // Killed at the limit: gone, or a zombie until the runtime reaps it.
+        let mut alive = true;
+        for _ in 0..50 {
+            alive = std::fs::read_to_string(&stat).is_ok_and(|s| {
+                s.rsplit(')')
+                    .next()
+                    .is_some_and(|rest| !rest.trim_start().starts_with('Z'))
+            });
+            if !alive {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert!(!alive, "az (pid {}) still runs after the limit", pid.trim());
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[cfg(unix)]
+    #[tokio::test]
+    async fn the_azure_cli_answer_is_read_and_its_failures_named() {
+        let (answering, cli) = stub_az(
+            "echo '{\"accessToken\":\"tok\",\"expiresOn\":\"2099-01-01 00:00:00.000000\",\"expires_on\":4070908800,\"tokenType\":\"Bearer\"}'",
+        );
+        let token = cli
+            .fetch("https://storage.azure.com/.default")
+            .await
+            .unwrap();
+        assert_eq!(token.token.secret(), "tok");
+        assert_eq!(token.expires_on.unix_timestamp(), 4_070_908_800);
+
+        let (failing, cli) =
+            stub_az("echo 'ERROR: Please run az login to setup account.' >&2\nexit 1");
+        let why = cli.fetch("s").await.unwrap_err();
+        assert_eq!(
+            why,
+            "az account get-access-token failed: ERROR: Please run az login to setup account."
+        );
+
+        // Before 2.54 the CLI gave only a local time: asked to update.
+        let (old, cli) = stub_az(
+            "echo '{\"accessToken\":\"secret-tok\",\"expiresOn\":\"2099-01-01 00:00:00.000000\"}'",
+        );
+        let why = cli.fetch("s").await.unwrap_err();
+        assert!(why.contains("2.54") && !why.contains("secret-tok"), "{why}");
+
+        let missing = AzureCli {
+            program: "/nonexistent/az".into(),
+            ..AzureCli::new()
+        };
+        assert_eq!(
+            missing.fetch("s").await.unwrap_err(),
+            "az was not found on PATH"
+        );
+        for dir in [answering, failing, old] {
+            let _ = std::fs::remove_dir_all(dir);
+        }
     }
 }
