@@ -396,6 +396,70 @@ async fn workload_identity_reads_its_token_file_for_every_new_token() {
     );
 }
 
+/// `AzureWebJobsStorage__credential` = `workloadidentity`, as AKS and
+/// Container Apps configure Functions: the section's tenant, client and
+/// token file sign in, and nothing else is tried.
+#[tokio::test]
+async fn workload_identity_settings_of_functions_sign_in() {
+    let token = rig::storage_token();
+    let server = TokenServer::start(move |_| {
+        (
+            200,
+            serde_json::json!({
+                "token_type": "Bearer",
+                "expires_in": 3600,
+                "ext_expires_in": 3600,
+                "access_token": token,
+            })
+            .to_string(),
+        )
+    });
+    let dir = rig::scratch("workload-settings");
+    let file = dir.join("token");
+    std::fs::write(&file, "federated-assertion-7\n").unwrap();
+    let config = StorageConfig::from_settings([
+        (
+            "AzureWebJobsStorage__tableServiceUri",
+            rig::secure_azurite().table_endpoint(),
+        ),
+        (
+            "AzureWebJobsStorage__credential",
+            "workloadidentity".to_owned(),
+        ),
+        ("AzureWebJobsStorage__tenantId", rig::TENANT.to_owned()),
+        ("AzureWebJobsStorage__clientId", "aks-app".to_owned()),
+        (
+            "AzureWebJobsStorage__tokenFilePath",
+            file.display().to_string(),
+        ),
+        ("AZURE_AUTHORITY_HOST", server.url("")),
+        // A managed identity endpoint that is never asked.
+        (
+            "IDENTITY_ENDPOINT",
+            "http://127.0.0.1:9/msi/token".to_owned(),
+        ),
+        ("IDENTITY_HEADER", IDENTITY_HEADER.to_owned()),
+    ])
+    .unwrap()
+    .unwrap();
+    let store = InstanceStore::connect_with(&config, &hub(), options())
+        .await
+        .expect("signed in with workload identity");
+    round_trip(&store).await.expect("signed requests");
+    let requests = server.requests();
+    assert_eq!(requests.len(), 1, "{requests:?}");
+    let form = requests[0].form();
+    assert_eq!(form["client_assertion"], "federated-assertion-7");
+    assert_eq!(form["client_id"], "aks-app");
+    assert!(
+        requests[0]
+            .path()
+            .starts_with(&format!("/{}/", rig::TENANT)),
+        "{}",
+        requests[0].path()
+    );
+}
+
 /// A credential of the caller's, handing out one token.
 #[derive(Debug)]
 struct Handed(String);

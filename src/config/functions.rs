@@ -15,7 +15,8 @@ use std::collections::HashMap;
 
 use super::identity::{
     DeveloperSignIn, Identity, ManagedIdentity, ManagedIdentityEndpoint, ManagedIdentityId,
-    ServicePrincipal, ServicePrincipalProof, AUTHORITY_HOST_VARIABLE,
+    ServicePrincipal, ServicePrincipalProof, AUTHORITY_HOST_VARIABLE, CLIENT_ID_VARIABLE,
+    FEDERATED_TOKEN_FILE_VARIABLE, TENANT_ID_VARIABLE,
 };
 use super::{
     account_from_endpoint, checked_endpoint, validate_account, Credentials, Secret, StorageConfig,
@@ -27,7 +28,7 @@ pub(super) const SECTION: &str = "AzureWebJobsStorage";
 
 /// The settings of an identity-based connection, as Functions names them
 /// (after `AzureWebJobsStorage__`).
-pub(super) const IDENTITY_SETTINGS: [&str; 11] = [
+pub(super) const IDENTITY_SETTINGS: [&str; 12] = [
     "accountName",
     "tableServiceUri",
     "blobServiceUri",
@@ -39,6 +40,7 @@ pub(super) const IDENTITY_SETTINGS: [&str; 11] = [
     "managedIdentityObjectId",
     "tenantId",
     "clientSecret",
+    "tokenFilePath",
 ];
 
 /// Every name [`StorageConfig::from_variables`] asks its lookup for, in
@@ -193,6 +195,42 @@ fn managed_identity_id(settings: &Settings) -> Result<ManagedIdentityId> {
     }
 }
 
+/// Workload identity (AKS, Container Apps): a service principal proven by a
+/// federated token in a file, from the section's `tenantId`, `clientId` and
+/// `tokenFilePath`, or else from the variables the workload identity
+/// webhook sets, as Microsoft.Extensions.Azure reads them.
+fn workload_identity(settings: &Settings) -> Result<Identity> {
+    let setting = |setting: &str, variable: &str| {
+        settings
+            .section(setting)
+            .or_else(|| settings.get(variable))
+            .map(|value| value.trim().to_owned())
+            .ok_or_else(|| {
+                Error::Config(format!(
+                    "{} is workloadidentity, so {} (or {variable}) is needed",
+                    name("credential"),
+                    name(setting)
+                ))
+            })
+    };
+    let principal = ServicePrincipal {
+        tenant_id: setting("tenantId", TENANT_ID_VARIABLE)?,
+        client_id: setting("clientId", CLIENT_ID_VARIABLE)?,
+        proof: ServicePrincipalProof::FederatedTokenFile(
+            setting("tokenFilePath", FEDERATED_TOKEN_FILE_VARIABLE)?.into(),
+        ),
+        authority_host: settings
+            .get(AUTHORITY_HOST_VARIABLE)
+            .map(|h| h.trim().to_owned()),
+    };
+    // That identity alone: no other sign-in is tried after it.
+    Ok(Identity::Developer(DeveloperSignIn {
+        service_principal: Some(principal),
+        managed_identity: None,
+        azure_cli: false,
+    }))
+}
+
 fn identity(settings: &Settings) -> Result<Identity> {
     match settings.section("credential").map(str::trim) {
         Some(credential) if credential.eq_ignore_ascii_case("managedidentity") => {
@@ -201,9 +239,13 @@ fn identity(settings: &Settings) -> Result<Identity> {
                 endpoint: ManagedIdentityEndpoint::from_variables(settings.lookup()),
             }))
         }
+        Some(credential) if credential.eq_ignore_ascii_case("workloadidentity") => {
+            workload_identity(settings)
+        }
         Some(other) => Err(Error::Config(format!(
-            "{} is '{other}', which is not supported: set it to managedidentity, or leave it \
-             out to sign in as the developer (AZURE_* variables, then the Azure CLI)",
+            "{} is '{other}', which is not supported: set it to managedidentity or \
+             workloadidentity, or leave it out to sign in as the developer (AZURE_* variables, \
+             then the Azure CLI)",
             name("credential")
         ))),
         None => {
@@ -263,6 +305,68 @@ mod tests {
             Credentials::Token(identity) => identity,
             other => panic!("not a token: {other:?}"),
         }
+    }
+
+    #[test]
+    fn workload_identity_reads_the_section_then_the_webhook_variables() {
+        let expected = |tenant: &str, client: &str, file: &str| {
+            Identity::Developer(DeveloperSignIn {
+                service_principal: Some(ServicePrincipal {
+                    tenant_id: tenant.into(),
+                    client_id: client.into(),
+                    proof: ServicePrincipalProof::FederatedTokenFile(file.into()),
+                    authority_host: None,
+                }),
+                managed_identity: None,
+                azure_cli: false,
+            })
+        };
+        // The section's own settings, as Microsoft.Extensions.Azure names them.
+        let from_section = config(&[
+            ("AzureWebJobsStorage__accountName", "myacct"),
+            ("AzureWebJobsStorage__credential", "WorkloadIdentity"),
+            ("AzureWebJobsStorage__tenantId", "tenant-1"),
+            ("AzureWebJobsStorage__clientId", "client-1"),
+            ("AzureWebJobsStorage__tokenFilePath", "/var/run/token"),
+            ("AZURE_CLIENT_ID", "client-from-webhook"),
+        ]);
+        assert_eq!(
+            identity_of(&from_section),
+            &expected("tenant-1", "client-1", "/var/run/token")
+        );
+        // Without them, the variables the workload identity webhook sets.
+        let from_webhook = config(&[
+            ("AzureWebJobsStorage__accountName", "myacct"),
+            ("AzureWebJobsStorage__credential", "workloadidentity"),
+            ("AZURE_TENANT_ID", "tenant-2"),
+            ("AZURE_CLIENT_ID", "client-2"),
+            (
+                "AZURE_FEDERATED_TOKEN_FILE",
+                "/var/run/secrets/azure/tokens/token",
+            ),
+        ]);
+        assert_eq!(
+            identity_of(&from_webhook),
+            &expected(
+                "tenant-2",
+                "client-2",
+                "/var/run/secrets/azure/tokens/token"
+            )
+        );
+        // Missing one: named, with its variable.
+        let err = read(&[
+            ("AzureWebJobsStorage__accountName", "myacct"),
+            ("AzureWebJobsStorage__credential", "workloadidentity"),
+            ("AzureWebJobsStorage__tenantId", "tenant-1"),
+            ("AzureWebJobsStorage__clientId", "client-1"),
+        ])
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("AzureWebJobsStorage__tokenFilePath")
+                && err.contains("AZURE_FEDERATED_TOKEN_FILE"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -548,9 +652,9 @@ mod tests {
             (
                 vec![
                     ("AzureWebJobsStorage__accountName", "a"),
-                    ("AzureWebJobsStorage__credential", "workloadidentity"),
+                    ("AzureWebJobsStorage__credential", "clientcertificate"),
                 ],
-                "AzureWebJobsStorage__credential is 'workloadidentity', which is not supported",
+                "AzureWebJobsStorage__credential is 'clientcertificate', which is not supported",
             ),
             (
                 vec![
