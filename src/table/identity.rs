@@ -739,6 +739,23 @@ struct AzureCli {
     cache: TokenCache,
 }
 
+/// A process group, killed when this is dropped (a group that has ended
+/// already is not there to kill). Elsewhere than Unix only the child is
+/// killed, by `kill_on_drop`.
+struct ProcessGroup(Option<u32>);
+
+impl Drop for ProcessGroup {
+    fn drop(&mut self) {
+        #[cfg(unix)]
+        if let Some(id) = self.0.and_then(|id| i32::try_from(id).ok()) {
+            // SAFETY: kill(2) with a negative pid signals that group only.
+            unsafe {
+                libc::kill(-id, libc::SIGKILL);
+            }
+        }
+    }
+}
+
 /// What `az account get-access-token --output json` answers (Azure CLI
 /// 2.54 and later give `expires_on`, in seconds since 1970).
 #[derive(serde::Deserialize)]
@@ -781,11 +798,16 @@ impl AzureCli {
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::piped())
             .kill_on_drop(true);
+        // `az` is a shell script that runs Python as its child: in a
+        // process group of its own, the whole of it can be stopped.
+        #[cfg(unix)]
+        command.process_group(0);
         let child = command.spawn().map_err(|e| match e.kind() {
             std::io::ErrorKind::NotFound => "az was not found on PATH".to_owned(),
             _ => format!("az could not run: {e}"),
         })?;
-        // At the limit the future is dropped, and with it the child: killed.
+        // At the limit, or when the caller gives up, the group is killed.
+        let mut group = ProcessGroup(child.id());
         let output = tokio::time::timeout(self.timeout, child.wait_with_output())
             .await
             .map_err(|_| {
@@ -793,8 +815,10 @@ impl AzureCli {
                     "az account get-access-token did not answer within {} s",
                     self.timeout.as_secs_f64()
                 )
-            })?
-            .map_err(|e| format!("az could not run: {e}"))?;
+            })?;
+        // It ended: its group id may be another's soon.
+        group.0 = None;
+        let output = output.map_err(|e| format!("az could not run: {e}"))?;
         if !output.status.success() {
             let stderr = String::from_utf8_lossy(&output.stderr);
             let detail = stderr
@@ -1053,33 +1077,67 @@ mod tests {
         (dir, cli)
     }
 
+    /// `fetch`, again while a test thread's fork holds the fresh script
+    /// open ("Text file busy").
+    #[cfg(unix)]
+    async fn fetch_stub(cli: &AzureCli, scope: &str) -> std::result::Result<AccessToken, String> {
+        for _ in 0..20 {
+            match cli.fetch(scope).await {
+                Err(why) if why.contains("Text file busy") => {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                other => return other,
+            }
+        }
+        cli.fetch(scope).await
+    }
+
+    /// Whether process `pid` runs (a zombie has stopped running).
+    #[cfg(unix)]
+    fn runs(pid: i32) -> bool {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"));
+        if let Ok(stat) = stat {
+            return stat
+                .rsplit(')')
+                .next()
+                .is_some_and(|rest| !rest.trim_start().starts_with('Z'));
+        }
+        // No /proc: whether it can be signalled.
+        // SAFETY: signal 0 only checks that the process exists.
+        unsafe { libc::kill(pid, 0) == 0 }
+    }
+
     #[cfg(unix)]
     #[tokio::test]
     async fn an_azure_cli_that_does_not_answer_is_stopped_at_the_limit() {
-        let (dir, mut cli) = stub_az("echo $$ > \"$(dirname \"$0\")/pid\"\nexec sleep 60");
-        cli.timeout = Duration::from_millis(500);
-        let why = cli
-            .fetch("https://storage.azure.com/.default")
+        // As the real `az`: a shell script whose child does the work.
+        let (dir, mut cli) = stub_az("sleep 60 &\necho $! > \"$(dirname \"$0\")/pid\"\nwait");
+        cli.timeout = Duration::from_secs(2);
+        let why = fetch_stub(&cli, "https://storage.azure.com/.default")
             .await
             .unwrap_err();
-        assert!(why.contains("did not answer within 0.5 s"), "{why}");
-        let pid = std::fs::read_to_string(dir.join("pid")).unwrap();
-        let stat = format!("/proc/{}/stat", pid.trim());
-        // Killed at the limit: gone, or a zombie until the runtime reaps it.
+        assert!(why.contains("did not answer within 2 s"), "{why}");
+        let pid: i32 = std::fs::read_to_string(dir.join("pid"))
+            .expect("the stub started its child")
+            .trim()
+            .parse()
+            .unwrap();
         let mut alive = true;
         for _ in 0..50 {
-            alive = std::fs::read_to_string(&stat).is_ok_and(|s| {
-                s.rsplit(')')
-                    .next()
-                    .is_some_and(|rest| !rest.trim_start().starts_with('Z'))
-            });
+            alive = runs(pid);
             if !alive {
                 break;
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        assert!(!alive, "az (pid {}) still runs after the limit", pid.trim());
+        if alive {
+            // SAFETY: the test's own sleep, not to outlive the test.
+            unsafe {
+                libc::kill(pid, libc::SIGKILL);
+            }
+        }
         let _ = std::fs::remove_dir_all(dir);
+        assert!(!alive, "az's child (pid {pid}) still runs after the limit");
     }
 
     #[cfg(unix)]
@@ -1088,8 +1146,7 @@ mod tests {
         let (answering, cli) = stub_az(
             "echo '{\"accessToken\":\"tok\",\"expiresOn\":\"2099-01-01 00:00:00.000000\",\"expires_on\":4070908800,\"tokenType\":\"Bearer\"}'",
         );
-        let token = cli
-            .fetch("https://storage.azure.com/.default")
+        let token = fetch_stub(&cli, "https://storage.azure.com/.default")
             .await
             .unwrap();
         assert_eq!(token.token.secret(), "tok");
@@ -1097,7 +1154,7 @@ mod tests {
 
         let (failing, cli) =
             stub_az("echo 'ERROR: Please run az login to setup account.' >&2\nexit 1");
-        let why = cli.fetch("s").await.unwrap_err();
+        let why = fetch_stub(&cli, "s").await.unwrap_err();
         assert_eq!(
             why,
             "az account get-access-token failed: ERROR: Please run az login to setup account."
@@ -1107,7 +1164,7 @@ mod tests {
         let (old, cli) = stub_az(
             "echo '{\"accessToken\":\"secret-tok\",\"expiresOn\":\"2099-01-01 00:00:00.000000\"}'",
         );
-        let why = cli.fetch("s").await.unwrap_err();
+        let why = fetch_stub(&cli, "s").await.unwrap_err();
         assert!(why.contains("2.54") && !why.contains("secret-tok"), "{why}");
 
         let missing = AzureCli {
