@@ -285,28 +285,40 @@ async fn stopping_the_server_ends_its_push_streams() -> Result<()> {
         .push_poll_interval(Duration::from_millis(50))
         .push_heartbeat(Duration::from_millis(200))
         .shutdown_grace(Duration::from_secs(600));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let addr = listener.local_addr()?;
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let served = tokio::spawn(durable_status::http::serve(listener, api, async {
-        let _ = stopped.await;
-    }));
-    let url = format!("http://{addr}{BASE_PATH}/instances/watched/events");
-    let mut events = Events::new(reqwest::get(url).await?);
-    assert_eq!(events.next_event().await.unwrap().event, "status");
+    // Served twice with the same API: a stop ends the streams open then,
+    // not those of a server started after it.
+    for round in 0..2 {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let addr = listener.local_addr()?;
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let served = tokio::spawn(durable_status::http::serve(listener, api.clone(), async {
+            let _ = stopped.await;
+        }));
+        let url = format!("http://{addr}{BASE_PATH}/instances/watched/events");
+        let mut events = Events::new(reqwest::get(url).await?);
+        assert_eq!(events.next_event().await.unwrap().event, "status");
+        let beat = events.next(Duration::from_secs(5)).await;
+        assert_eq!(beat.unwrap().event, "heartbeat", "round {round}");
 
-    stop.send(()).unwrap();
-    // Heartbeats, then the end of the stream, and of the server.
-    let ended = tokio::time::timeout(Duration::from_secs(30), async {
-        while let Some(event) = events.next(Duration::from_secs(5)).await {
-            assert_eq!(event.event, "heartbeat", "{event:?}");
-        }
-    })
-    .await;
-    assert!(ended.is_ok(), "the push stream went on after the stop");
-    let served = tokio::time::timeout(Duration::from_secs(30), served).await;
-    assert!(served.is_ok(), "the server waited for its viewer");
-    served???;
+        stop.send(()).unwrap();
+        // Heartbeats, then the end of the stream, and of the server.
+        let ended = tokio::time::timeout(Duration::from_secs(30), async {
+            while let Some(event) = events.next(Duration::from_secs(5)).await {
+                assert_eq!(event.event, "heartbeat", "{event:?}");
+            }
+        })
+        .await;
+        assert!(
+            ended.is_ok(),
+            "round {round}: the push stream went on after the stop"
+        );
+        let served = tokio::time::timeout(Duration::from_secs(30), served).await;
+        assert!(
+            served.is_ok(),
+            "round {round}: the server waited for its viewer"
+        );
+        served???;
+    }
     Ok(())
 }
 

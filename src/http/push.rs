@@ -69,9 +69,11 @@ type Key = (String, String);
 pub(super) struct Watches {
     loops: Mutex<HashMap<Key, watch::Sender<Option<Seen>>>>,
     viewers: Arc<AtomicUsize>,
-    /// Set when the server stops: every stream ends, so that the server
-    /// need not wait its shutdown grace for viewers that would never leave.
-    stopping: watch::Sender<bool>,
+    /// Counts the server's stops: a stream ends at the first stop after it
+    /// began, so that the server need not wait its shutdown grace for
+    /// viewers that would never leave (and a server started again with the
+    /// same API serves streams again).
+    stops: watch::Sender<u64>,
 }
 
 /// Counts a viewer for as long as it lives.
@@ -89,9 +91,9 @@ impl Watches {
         self.loops.lock().expect("not poisoned").len()
     }
 
-    /// Ends every stream, now and from now on.
+    /// Ends every stream open now.
     pub(super) fn stop(&self) {
-        self.stopping.send_replace(true);
+        self.stops.send_modify(|stops| *stops += 1);
     }
 
     /// The event stream of one instance for one viewer, who last saw the
@@ -104,7 +106,8 @@ impl Watches {
         limits: PushLimits,
     ) -> Result<Response, ApiError> {
         let viewer = self.admit(limits)?;
-        let stopping = self.stopping.subscribe();
+        let mut stops = self.stops.subscribe();
+        stops.mark_unchanged();
         let mut seen = self.subscribe(store, instance_id, limits)?;
         // The first status, or why there is none, before the answer starts.
         let first = loop {
@@ -125,9 +128,9 @@ impl Watches {
         let events = futures::stream::unfold(
             (seen, Some(first), last_event_id, false, viewer),
             move |(mut seen, pending, mut last_id, ended, viewer)| {
-                let mut stopping = stopping.clone();
+                let mut stops = stops.clone();
                 async move {
-                    if ended || *stopping.borrow_and_update() {
+                    if ended || stops.has_changed().unwrap_or(true) {
                         return None;
                     }
                     let next = match pending {
@@ -151,7 +154,7 @@ impl Watches {
                                 }
                                 // The server stops: the stream ends, and a
                                 // browser's EventSource tries again later.
-                                _ = stopping.changed() => return None,
+                                _ = stops.changed() => return None,
                             }
                         }
                     };
