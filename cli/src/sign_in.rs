@@ -16,6 +16,11 @@ pub enum CredentialKind {
     /// machine's
     #[value(name = "managedidentity")]
     ManagedIdentity,
+    /// Workload identity (AKS, Container Apps): the app registration of
+    /// AZURE_TENANT_ID and --client-id (or AZURE_CLIENT_ID) with the
+    /// federated token in AZURE_FEDERATED_TOKEN_FILE
+    #[value(name = "workloadidentity")]
+    WorkloadIdentity,
     /// AZURE_TENANT_ID, AZURE_CLIENT_ID and AZURE_CLIENT_SECRET or
     /// AZURE_FEDERATED_TOKEN_FILE; else the App Service managed identity;
     /// else the Azure CLI (az login)
@@ -48,7 +53,8 @@ pub struct SignIn {
     credential: Option<CredentialKind>,
 
     /// The client id of a user-assigned managed identity [default: the
-    /// system-assigned one; also: $AzureWebJobsStorage__clientId]
+    /// system-assigned one], or of workload identity's app registration
+    /// [also: $AzureWebJobsStorage__clientId]
     #[arg(long, global = true, value_name = "ID")]
     client_id: Option<String>,
 
@@ -109,6 +115,7 @@ impl SignIn {
         }
         match self.credential {
             Some(CredentialKind::ManagedIdentity) => set("credential", Some("managedidentity")),
+            Some(CredentialKind::WorkloadIdentity) => set("credential", Some("workloadidentity")),
             Some(CredentialKind::Developer) => set("credential", None),
             None => {}
         }
@@ -243,6 +250,35 @@ mod tests {
         assert_eq!(identity.endpoint, None, "never on its own");
         let err = self::config(&["--account-name", "a", "--imds"], &[]).unwrap_err();
         assert!(err.to_string().contains("--imds"), "{err}");
+    }
+
+    #[test]
+    fn workload_identity_takes_the_client_id_and_the_webhook_variables() {
+        let config = config(
+            &[
+                "--account-name",
+                "a",
+                "--credential",
+                "workloadidentity",
+                "--client-id",
+                "aks-app",
+            ],
+            &[
+                ("AZURE_TENANT_ID", "tenant-1"),
+                ("AZURE_CLIENT_ID", "from-webhook"),
+                ("AZURE_FEDERATED_TOKEN_FILE", "/var/run/token"),
+            ],
+        )
+        .unwrap();
+        let Identity::Developer(sign_in) = identity(&config) else {
+            panic!("{config:?}");
+        };
+        let principal = sign_in.service_principal.as_ref().expect("a principal");
+        assert_eq!(
+            (principal.tenant_id.as_str(), principal.client_id.as_str()),
+            ("tenant-1", "aks-app")
+        );
+        assert!(sign_in.managed_identity.is_none() && !sign_in.azure_cli);
     }
 
     #[test]
