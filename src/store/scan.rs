@@ -155,12 +155,11 @@ enum Event<R> {
 struct Scanner<R> {
     client: TableClient,
     request: ScanRequest,
-    /// The columns of the first page (with the key: it says where the
-    /// rest starts), of the others, and of the pages of long ranges in the
-    /// scan's tail (with the key: such a range can be cut at its position).
-    first_select: Option<Vec<&'static str>>,
+    /// The columns of most pages, and of those that must carry the key:
+    /// the first page (it says where the rest starts) and those of long
+    /// ranges in the scan's tail (such a range can be cut at its position).
     select: Option<Vec<&'static str>>,
-    tail_select: Option<Vec<&'static str>>,
+    keyed_select: Option<Vec<&'static str>>,
     /// Whether the rows of every page carry their key.
     keys_in_rows: bool,
     /// Whether slots have fallen idle since the plan: from then on the
@@ -242,17 +241,15 @@ impl<R: StoredRow> Scanner<R> {
         // The prefix check of `keeps_key` reads the key.
         let prefixed = query.instance_id_prefix.is_some();
         let select = with_key(&request.columns, prefixed);
-        let first_select = with_key(&request.columns, prefixed || splittable);
-        let tail_select = with_key(&request.columns, prefixed || splittable);
+        let keyed_select = with_key(&request.columns, prefixed || splittable);
         let keys_in_rows = select
             .as_ref()
             .is_none_or(|columns| columns.contains(&PARTITION_KEY));
         let whole = KeyRange::of_prefix(query.instance_id_prefix.as_deref());
         Scanner {
             client,
-            first_select,
             select,
-            tail_select,
+            keyed_select,
             keys_in_rows,
             tail: false,
             concurrency: concurrency.max(1),
@@ -410,10 +407,8 @@ impl<R: StoredRow> Scanner<R> {
         // A range that has read two pages may be long (a plan for a small
         // hub expects one or two): in the tail, its pages say where it
         // stands.
-        let select = if first {
-            &self.first_select
-        } else if self.tail && range.pages >= 2 {
-            &self.tail_select
+        let select = if first || (self.tail && range.pages >= 2) {
+            &self.keyed_select
         } else {
             &self.select
         };
