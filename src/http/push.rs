@@ -106,8 +106,8 @@ impl Watches {
         limits: PushLimits,
     ) -> Result<Response, ApiError> {
         let viewer = self.admit(limits)?;
-        let mut stops = self.stops.subscribe();
-        stops.mark_unchanged();
+        // A new receiver has seen the stops so far: it wakes at the next.
+        let stops = self.stops.subscribe();
         let mut seen = self.subscribe(store, instance_id, limits)?;
         // The first status, or why there is none, before the answer starts.
         let first = loop {

@@ -1052,6 +1052,13 @@ mod tests {
         );
     }
 
+    /// GUID-like keys: hex digits at every position, spread evenly.
+    fn hex_keys() -> Vec<String> {
+        (0..4096u32)
+            .map(|i| format!("{:03x}{:029x}", i, i * 7919))
+            .collect()
+    }
+
     fn alphabet_of(keys: &[String]) -> Alphabet {
         let mut alphabet = Alphabet::default();
         keys.iter().for_each(|key| alphabet.learn(key));
@@ -1060,11 +1067,7 @@ mod tests {
 
     #[test]
     fn a_key_is_placed_within_its_range() {
-        // GUID-like ids: hex digits at every position.
-        let hex: Vec<String> = (0..4096u32)
-            .map(|i| format!("{:03x}{:029x}", i, i * 7919))
-            .collect();
-        let alphabet = alphabet_of(&hex);
+        let alphabet = alphabet_of(&hex_keys());
         let mut digits = Digits::new(&alphabet);
         let at = |digits: &mut Digits<'_>, start: &str, key: &str, end: Option<&str>| {
             digits.progress(start, key, end, None).unwrap()
@@ -1106,10 +1109,7 @@ mod tests {
 
     #[test]
     fn only_ranges_with_pages_left_are_worth_cutting() {
-        let hex: Vec<String> = (0..4096u32)
-            .map(|i| format!("{:03x}{:029x}", i, i * 7919))
-            .collect();
-        let alphabet = alphabet_of(&hex);
+        let alphabet = alphabet_of(&hex_keys());
         let mut digits = Digits::new(&alphabet);
         let range = |start: &str, end: &str, pages: u32| Range {
             pages,
@@ -1144,10 +1144,7 @@ mod tests {
 
     #[test]
     fn the_first_page_tells_the_pages_left() {
-        let hex: Vec<String> = (0..4096u32)
-            .map(|i| format!("{:03x}{:029x}", i, i * 7919))
-            .collect();
-        let alphabet = alphabet_of(&hex);
+        let alphabet = alphabet_of(&hex_keys());
         let key = |head: &str| format!("{head:0<32}");
         // A page of 100 keys spread evenly from `first` to `last`.
         let page = |first: &str, last: &str| {
